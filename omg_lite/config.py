@@ -46,15 +46,59 @@ class CameraConfig:
 
 
 @dataclass
+class EncoderConfig:
+    # timm DINOv2 model: vit_small_patch14_dinov2 (22M) or vit_base_patch14_dinov2 (87M, the paper's).
+    name: str = "vit_small_patch14_dinov2"
+    # "auto" (hub cache, else a quick download, else random with a warning), "hub", "random" or a path.
+    weights: str = "auto"
+    # Side of the square image fed to the ViT, a multiple of 14 (the paper: 518 -> 37x37 tokens).
+    image_size: int = 224
+    # Side of the dense local feature map F_local (the paper samples at 296x296).
+    local_size: int = 128
+    # Channels C' of F_local with the "dpt" head (the "bilinear" head keeps the ViT's C).
+    local_dim: int = 64
+    # Dense head: "dpt" (learned, fuses n_layers token maps) or "bilinear" (last layer upsampled).
+    head: str = "dpt"
+    # Number of ViT layers whose tokens feed the dense head.
+    n_layers: int = 4
+    # Keep the backbone frozen (requires_grad False, eval mode), as the paper does.
+    frozen: bool = True
+
+
+@dataclass
+class SynthConfig:
+    # Largest head yaw (turn left/right) in degrees, shared between FLAME's root and neck joints.
+    max_yaw_deg: float = 40.0
+    # Largest head pitch (nod) in degrees.
+    max_pitch_deg: float = 20.0
+    # Largest head roll (tilt) in degrees.
+    max_roll_deg: float = 8.0
+    # Largest jaw opening in radians.
+    max_jaw_rad: float = 0.3
+    # Largest gaze rotation of the eyes in degrees.
+    max_gaze_deg: float = 12.0
+    # Standard deviation of the identity coefficients beta (clipped at 2.5 std).
+    shape_std: float = 1.0
+    # Largest standard deviation of a frame's expression coefficients psi (clipped at 2.5 std).
+    expression_std: float = 1.0
+    # The colour image is rendered this many times larger and box-filtered (anti-aliasing).
+    supersample: int = 2
+    # Frames rendered together; memory grows with it.
+    batch_frames: int = 8
+
+
+@dataclass
 class Config:
     head: HeadConfig = field(default_factory=HeadConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
 
 
 PRESETS: dict[str, Config] = {
-    "smoke": Config(),
+    "smoke": Config(encoder=EncoderConfig(local_size=64, head="bilinear")),
     "lite": Config(),
-    "paper": Config(head=HeadConfig(n_shape=100, n_expr=50)),
+    "paper": Config(head=HeadConfig(n_shape=100, n_expr=50), encoder=EncoderConfig(name="vit_base_patch14_dinov2", image_size=518, local_size=296, local_dim=128)),
 }
 
 
