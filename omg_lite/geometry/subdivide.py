@@ -76,21 +76,21 @@ def _check_faces(faces: Tensor, num_vertices: int) -> Tensor:
     return faces
 
 
-def _subdivide_topology(faces: Tensor, num_vertices: int) -> tuple[Tensor, Tensor]:
-    """One level of midpoint subdivision of the connectivity.
-
-    faces [F, 3] of a mesh with V vertices -> (edges [E, 2] unique, i < j, sorted; faces [4F, 3]).
-    """
+def _unique_edges(faces: Tensor, num_vertices: int) -> tuple[Tensor, Tensor]:
+    """faces [F, 3] -> (edges [E, 2] unique, i < j, sorted; edge index [F, 3] of sides ab, bc, ca)."""
     V = num_vertices
-    F = faces.shape[0]
     a, b, c = faces.unbind(1)
-    half = torch.stack([torch.stack([a, b], 1), torch.stack([b, c], 1), torch.stack([c, a], 1)], 1)  # [F, 3, 2]
-    half = half.sort(dim=-1).values.reshape(-1, 2)  # [3F, 2], (i, j) with i < j
-    code = half[:, 0] * V + half[:, 1]
-    code_unique, inverse = torch.unique(code, sorted=True, return_inverse=True)
+    sides = torch.stack([torch.stack([a, b], 1), torch.stack([b, c], 1), torch.stack([c, a], 1)], 1)  # [F, 3, 2]
+    sides = sides.sort(dim=-1).values.reshape(-1, 2)  # [3F, 2], (i, j) with i < j
+    code_unique, inverse = torch.unique(sides[:, 0] * V + sides[:, 1], sorted=True, return_inverse=True)
     edges = torch.stack([code_unique // V, code_unique % V], 1)  # [E, 2]
-    mid = (inverse + V).reshape(F, 3)  # new-vertex index of edges (ab, bc, ca) of each face
-    m_ab, m_bc, m_ca = mid.unbind(1)
+    return edges, inverse.reshape(-1, 3)
+
+
+def _child_faces(faces: Tensor, side_edge: Tensor, num_vertices: int) -> Tensor:
+    """faces [F, 3] and their side edges [F, 3] -> the 4F faces of the next level [4F, 3]."""
+    a, b, c = faces.unbind(1)
+    m_ab, m_bc, m_ca = (side_edge + num_vertices).unbind(1)  # new-vertex index of each side
     children = torch.stack(
         [
             torch.stack([a, m_ab, m_ca], 1),
@@ -100,7 +100,7 @@ def _subdivide_topology(faces: Tensor, num_vertices: int) -> tuple[Tensor, Tenso
         ],
         1,
     )  # [F, 4, 3]
-    return edges, children.reshape(4 * F, 3)
+    return children.reshape(-1, 3)
 
 
 def _upsample_csr(edges: Tensor, num_vertices: int) -> Tensor:  # sparse CSR [V + E, V]
@@ -130,10 +130,10 @@ class Subdivider:
         self.num_vertices: list[int] = [int(num_vertices)]
         self.edges: list[Tensor] = []
         for k in range(self.levels + 1):
-            edges, finer = _subdivide_topology(self.faces[k], self.num_vertices[k])
+            edges, side_edge = _unique_edges(self.faces[k], self.num_vertices[k])
             self.edges.append(edges)
             if k < self.levels:
-                self.faces.append(finer)
+                self.faces.append(_child_faces(self.faces[k], side_edge, self.num_vertices[k]))
                 self.num_vertices.append(self.num_vertices[k] + edges.shape[0])
         self._U: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
 
