@@ -39,8 +39,8 @@ class HeadConfig:
 
 @dataclass
 class CameraConfig:
-    # Vertical field of view of the portrait camera, degrees.
-    fov_deg: float = 14.0
+    # Vertical field of view of the portrait camera, degrees (18: head and shoulders at 1.6 m).
+    fov_deg: float = 18.0
     # Distance from the camera to the head origin, metres.
     distance: float = 1.6
 
@@ -77,6 +77,8 @@ class SynthConfig:
     max_jaw_rad: float = 0.3
     # Largest gaze rotation of the eyes in degrees.
     max_gaze_deg: float = 12.0
+    # Height of the head above the camera axis, metres: the neck-and-shoulders fit below it.
+    head_height: float = 0.05
     # Standard deviation of the identity coefficients beta (clipped at 2.5 std).
     shape_std: float = 1.0
     # Largest standard deviation of a frame's expression coefficients psi (clipped at 2.5 std).

@@ -1,0 +1,170 @@
+"""Procedural appearance of a synthetic identity: per-vertex albedo of the head mesh.
+
+An identity's look is a handful of random numbers (an :class:`Appearance`, drawn by
+:func:`sample_appearance`). :func:`head_albedo` paints them onto the head mesh with the head
+model's regions, using the identity's neutral mesh (shape applied, zero expression and pose) for
+positions, so the paint follows the skin when the face moves:
+
+- skin everywhere, with low-frequency variation
+  ``a(v) = skin * (1 + sum_k s_k sin(w_k . x_v + phi_k))`` and a blush around the cheeks;
+- hair on the scalp region and on the forehead above a random hairline (no hair shell: the hair
+  is albedo on the head mesh, so the head mask is exactly the head model's silhouette);
+- brows, lips and a redder nose tip blended over the skin;
+- eyeballs: a white sclera, a coloured iris and a dark pupil, placed by the angle between a
+  vertex's direction from its eyeball's centre and the gaze (+z in the neutral pose).
+
+Colours are sRGB in [0, 1]; the renderer converts to linear light for shading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# Skin tones from light to deep (sRGB): an identity's tone is a random point along this ramp.
+SKIN_RAMP = np.array(
+    [
+        [0.97, 0.82, 0.72],
+        [0.90, 0.70, 0.57],
+        [0.80, 0.58, 0.43],
+        [0.66, 0.45, 0.31],
+        [0.48, 0.32, 0.21],
+        [0.33, 0.21, 0.14],
+    ]
+)
+# Hair colours (sRGB) and how often each is drawn.
+HAIR_COLOURS = {
+    "black": ([0.05, 0.045, 0.04], 0.30),
+    "dark_brown": ([0.15, 0.10, 0.07], 0.25),
+    "brown": ([0.32, 0.21, 0.13], 0.18),
+    "auburn": ([0.42, 0.19, 0.09], 0.08),
+    "blonde": ([0.74, 0.59, 0.38], 0.11),
+    "grey": ([0.58, 0.57, 0.55], 0.08),
+}
+IRIS_COLOURS = np.array([[0.30, 0.18, 0.09], [0.18, 0.11, 0.06], [0.30, 0.45, 0.62], [0.35, 0.45, 0.28], [0.45, 0.36, 0.20]])
+SCLERA = (0.90, 0.88, 0.84)
+PUPIL = (0.03, 0.03, 0.03)
+# Angular radii of iris and pupil on the eyeball (a 12 mm eyeball carries a ~6 mm iris).
+IRIS_ANGLE = np.radians(34.0)
+PUPIL_ANGLE = np.radians(13.0)
+N_WAVES = 4  # low-frequency variation terms
+
+
+@dataclass
+class Appearance:
+    """The random numbers behind one identity's look (sRGB colours in [0, 1])."""
+
+    skin: list[float]  # [3]
+    hair: list[float]  # [3]
+    brows: list[float]  # [3]
+    lips: list[float]  # [3]
+    iris: list[float]  # [3]
+    hairline: float  # forehead hair starts this far above the brows, metres
+    blush: float  # cheek redness, 0..1
+    wave_freq: list[list[float]]  # [N_WAVES, 3] spatial frequencies w_k, radians per metre
+    wave_phase: list[float]  # [N_WAVES] phases phi_k
+    wave_amp: list[float]  # [N_WAVES] amplitudes s_k
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _jitter(rng: np.random.Generator, colour: np.ndarray, amount: float) -> np.ndarray:
+    return np.clip(colour * (1.0 + rng.uniform(-amount, amount, 3)), 0.0, 1.0)
+
+
+def sample_appearance(rng: np.random.Generator) -> Appearance:
+    """Draw one identity's look."""
+    t = rng.uniform(0.0, len(SKIN_RAMP) - 1)
+    i = min(int(t), len(SKIN_RAMP) - 2)
+    skin = _jitter(rng, SKIN_RAMP[i] + (t - i) * (SKIN_RAMP[i + 1] - SKIN_RAMP[i]), 0.05)
+    names = list(HAIR_COLOURS)
+    probs = np.array([HAIR_COLOURS[n][1] for n in names])
+    hair = _jitter(rng, np.array(HAIR_COLOURS[names[rng.choice(len(names), p=probs / probs.sum())]][0]), 0.15)
+    brows = 0.55 * hair + 0.45 * np.minimum(hair, skin * 0.35)
+    lips = np.clip(skin * np.array([0.86, 0.58, 0.58]) + rng.uniform(0.0, 0.06) * np.array([1.0, 0.2, 0.3]), 0.0, 1.0)
+    iris = _jitter(rng, IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))], 0.15)
+    direction = rng.normal(size=(N_WAVES, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    freq = direction * rng.uniform(12.0, 40.0, (N_WAVES, 1))  # wavelengths of ~15-50 cm
+    return Appearance(
+        skin=skin.tolist(),
+        hair=hair.tolist(),
+        brows=brows.tolist(),
+        lips=lips.tolist(),
+        iris=iris.tolist(),
+        hairline=float(rng.uniform(0.045, 0.065)),
+        blush=float(rng.uniform(0.0, 0.35)),
+        wave_freq=freq.tolist(),
+        wave_phase=rng.uniform(0.0, 2 * np.pi, N_WAVES).tolist(),
+        wave_amp=rng.uniform(0.01, 0.04, N_WAVES).tolist(),
+    )
+
+
+def low_frequency(points: Tensor, freq: list, phase: list, amp: list) -> Tensor:  # points [V, 3] -> [V]
+    """Multiplicative variation 1 + sum_k s_k sin(w_k . x + phi_k)."""
+    w = torch.tensor(freq, dtype=points.dtype, device=points.device)  # [N_WAVES, 3]
+    phi = torch.tensor(phase, dtype=points.dtype, device=points.device)
+    s = torch.tensor(amp, dtype=points.dtype, device=points.device)
+    return 1.0 + (torch.sin(points @ w.T + phi) * s).sum(-1)
+
+
+def _smoothstep(x: Tensor) -> Tensor:
+    x = x.clamp(0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _blend(albedo: Tensor, colour: Tensor, weight: Tensor) -> Tensor:  # albedo [V, 3], weight [V]
+    return albedo + weight[:, None] * (colour - albedo)
+
+
+def head_albedo(
+    app: Appearance,
+    neutral: Tensor,  # [V, 3] the identity's neutral head, world metres
+    landmarks: Tensor,  # [68, 3] its neutral landmarks (iBUG order)
+    regions: dict[str, Tensor],  # name -> BoolTensor [V]
+) -> Tensor:  # [V, 3] sRGB albedo
+    """Paint an identity's look onto its head mesh (see the module docstring)."""
+    V = neutral.shape[0]
+    missing = [r for r in ("scalp", "lips", "eyeballs", "brows", "nose") if r not in regions]
+    if missing:
+        raise ValueError(f"head model has no region(s) {missing}; synth needs them to paint hair, lips, eyes, brows and nose")
+    colour = lambda c: torch.tensor(c, dtype=neutral.dtype, device=neutral.device)  # noqa: E731
+    f = lambda name: regions[name].to(device=neutral.device, dtype=neutral.dtype)  # noqa: E731
+    y = neutral[:, 1]
+
+    albedo = colour(app.skin).expand(V, 3).clone()
+    albedo = albedo * low_frequency(neutral, app.wave_freq, app.wave_phase, app.wave_amp)[:, None]
+    # Blush: a Gaussian (sigma 2.5 cm) around each cheek, halfway between the jaw and the nose wing.
+    cheeks = torch.stack([(landmarks[2] + landmarks[31]) / 2, (landmarks[14] + landmarks[35]) / 2])  # [2, 3]
+    d2 = ((neutral[:, None, :] - cheeks[None]) ** 2).sum(-1).min(-1).values
+    blush = app.blush * torch.exp(-d2 / (2 * 0.025**2))
+    albedo = _blend(albedo, albedo * colour([1.0, 0.72, 0.72]), blush)
+    albedo = _blend(albedo, albedo * colour([1.0, 0.86, 0.84]), 0.6 * f("nose") * _smoothstep((neutral[:, 2] - landmarks[30, 2] + 0.02) / 0.02))
+    albedo = _blend(albedo, colour(app.lips), f("lips"))
+    albedo = _blend(albedo, colour(app.brows), 0.85 * f("brows"))
+
+    # Hair: the scalp, plus the forehead above the hairline (soft over 8 mm).
+    brow_y = landmarks[17:27, 1].mean()
+    above = _smoothstep((y - (brow_y + app.hairline)) / 0.008)
+    hair = torch.maximum(f("scalp"), above) * (1 - f("eyeballs"))
+    albedo = _blend(albedo, colour(app.hair) * low_frequency(neutral * 3.0, app.wave_freq, app.wave_phase, app.wave_amp)[:, None], hair)
+
+    # Eyes: sclera, iris and pupil by the angle from the gaze direction (+z) at each eyeball centre.
+    eyes = regions["eyeballs"].to(neutral.device)
+    if eyes.any():
+        side = neutral[:, 0] > 0
+        for half in (eyes & side, eyes & ~side):
+            if not half.any():
+                continue
+            pts = neutral[half]
+            centre = (pts.amax(0) + pts.amin(0)) / 2
+            cos = torch.nn.functional.normalize(pts - centre, dim=-1)[:, 2]
+            eye = colour(SCLERA).expand(len(pts), 3).clone()
+            eye[cos > np.cos(IRIS_ANGLE)] = colour(app.iris)
+            eye[cos > np.cos(PUPIL_ANGLE)] = colour(PUPIL)
+            albedo[half] = eye
+    return albedo.clamp(0.0, 1.0)
