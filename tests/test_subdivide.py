@@ -7,7 +7,7 @@ import pytest
 import torch
 import trimesh
 
-from omg_lite.geometry.subdivide import Subdivider
+from omg_lite.geometry.subdivide import Subdivider, predicted_counts
 
 
 def _open_sphere() -> trimesh.Trimesh:
@@ -73,6 +73,18 @@ def test_counts_follow_v_plus_e_and_4f(name):
         E = len(m.edges_unique)
         assert (sub.num_vertices[k], sub.faces[k].shape[0], sub.edges[k].shape[0]) == (V, F, E)
         V, F = V + E, 4 * F
+
+
+@pytest.mark.parametrize("name", sorted(MESHES))
+def test_predicted_counts_match_the_subdivided_mesh(name):
+    mesh = MESHES[name]()
+    sub = Subdivider(torch.as_tensor(mesh.faces), mesh.vertices.shape[0], levels=3)
+    actual = [(sub.num_vertices[k], sub.edges[k].shape[0], sub.faces[k].shape[0]) for k in range(4)]
+    assert predicted_counts(*actual[0], levels=3) == actual
+
+
+def test_flame_counts():
+    assert [v for v, _, _ in predicted_counts(5023, 14995, 9976)] == [5023, 20018, 79936]
 
 
 def test_closed_genus0_counts_are_analytic():

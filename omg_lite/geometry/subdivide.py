@@ -11,7 +11,9 @@ of level k gets one new vertex at its midpoint and every triangle becomes four,
     x^{k+1}_i     = x^k_i                          for the V_k old vertices,
     x^{k+1}_{V_k+e} = (x^k_{i_e} + x^k_{j_e}) / 2   for edge e = (i_e, j_e),
 
-so V_{k+1} = V_k + E_k and F_{k+1} = 4 F_k (FLAME: 5023 -> 20018 -> 79936 vertices). The same
+so V_{k+1} = V_k + E_k and F_{k+1} = 4 F_k, and since each edge splits in two and each face adds
+three inner edges, E_{k+1} = 2 E_k + 3 F_k (FLAME, V_0 = 5023, E_0 = 14995, F_0 = 9976:
+5023 -> 20018 -> 79936 vertices; ``predicted_counts``). The same
 rule carries per-vertex features of any width C. As a matrix, x^{k+1} = U_k x^k with the sparse
 upsampling operator U_k of shape [V_{k+1}, V_k] (a row of the identity per old vertex, two
 halves per edge); ``Subdivider.upsample_matrix(k)`` builds it.
@@ -74,6 +76,15 @@ def _check_faces(faces: Tensor, num_vertices: int) -> Tensor:
             "keep one copy of each"
         )
     return faces
+
+
+def predicted_counts(V: int, E: int, F: int, levels: int = 2) -> list[tuple[int, int, int]]:
+    """(V_k, E_k, F_k) for k = 0..levels from level 0's counts, by the recurrences above."""
+    counts = [(V, E, F)]
+    for _ in range(levels):
+        V, E, F = V + E, 2 * E + 3 * F, 4 * F
+        counts.append((V, E, F))
+    return counts
 
 
 def _unique_edges(faces: Tensor, num_vertices: int) -> tuple[Tensor, Tensor]:
