@@ -1,0 +1,22 @@
+"""The 3DMM estimator of the paper (Sec. 3.1, 3.4): landmarks, crops, portrait masks, fitting.
+
+Only this package and ``synth/`` produce head parameters; both write the one format of
+``omg_lite.head.params``.
+"""
+
+from omg_lite.tracking.crop import CropTransform, face_frame, portrait_crop
+from omg_lite.tracking.landmarks import MP_TO_IBUG68, FaceLandmarks, LandmarkDetector, NoFaceError, detect_landmarks
+from omg_lite.tracking.portrait_mask import PortraitSegmenter, portrait_mask
+
+__all__ = [
+    "CropTransform",
+    "FaceLandmarks",
+    "LandmarkDetector",
+    "MP_TO_IBUG68",
+    "NoFaceError",
+    "PortraitSegmenter",
+    "detect_landmarks",
+    "face_frame",
+    "portrait_crop",
+    "portrait_mask",
+]
