@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import trimesh
 
 from omg_lite.bench import Bench, time_ms
 from omg_lite.geometry.subdivide import Subdivider
+from omg_lite.head import load_head_model
 
 
 def _gather_mean(sub: Subdivider, x: torch.Tensor, level: int) -> torch.Tensor:
@@ -26,9 +26,9 @@ def _gather_mean(sub: Subdivider, x: torch.Tensor, level: int) -> torch.Tensor:
 
 
 def _topology() -> tuple[str, torch.Tensor, torch.Tensor]:
-    """(name, vertices [V, 3], faces [F, 3]) of the mesh to subdivide."""
-    sphere = trimesh.creation.uv_sphere(radius=0.1, count=[64, 40])
-    return "uv_sphere_64x40", torch.as_tensor(sphere.vertices, dtype=torch.float32), torch.as_tensor(sphere.faces, dtype=torch.long)
+    """(name, vertices [V, 3], faces [F, 3]) of the head model's mesh (the stand-in offline)."""
+    head = load_head_model(None)
+    return "standin head", head.v_template.float(), head.faces
 
 
 @dataclass
