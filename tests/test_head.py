@@ -248,14 +248,23 @@ def test_standin_components_are_smooth_and_of_sensible_size():
                 assert (dD <= 2.5 * dP).all(), (name, (dD / dP).max())
 
 
+def _fit_sphere(P: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares sphere through points [N, 3]: |p|^2 = 2 c.p + (r^2 - |c|^2)."""
+    A = np.concatenate([2 * P, np.ones((len(P), 1))], 1)
+    sol = np.linalg.lstsq(A, (P**2).sum(1), rcond=None)[0]
+    c = sol[:3]
+    return c, float(np.sqrt(sol[3] + c @ c))
+
+
 def test_closing_the_eyes_covers_the_eyeballs(head):
     idx = head.expression_names.index("eyes_closed")
     p = head.zeros(1)
     p.expression[0, idx] = 1.0
     V0, V1 = _np(head(head.zeros(1)).vertices[0]), _np(head(p).vertices[0])
     eyes = _np(head.regions["eyeballs"])
-    centres = np.stack([V0[eyes & (V0[:, 0] > 0)].mean(0), V0[eyes & (V0[:, 0] < 0)].mean(0)])
-    radius = np.linalg.norm(V0[eyes & (V0[:, 0] > 0)] - centres[0], axis=1).max()
+    fits = [_fit_sphere(V0[eyes & (np.sign(V0[:, 0]) == side)]) for side in (1, -1)]
+    centres, radius = np.stack([c for c, _ in fits]), fits[0][1]
+    np.testing.assert_allclose(centres, _np(head(head.zeros(1)).joints[0, 3:]), atol=1e-6)  # eye joints at the centres
     opening = _np(head.regions["eye_openings"])
     for V, covered in ((V0, False), (V1, True)):
         # Skin vertices in front of an eyeball: is the skin in front of the ball's surface?
@@ -333,6 +342,18 @@ def test_flame_layout_round_trip_gives_identical_vertices(tmp_path, head):
     np.testing.assert_array_equal(_np(a.landmarks), _np(b.landmarks))
     for name in ("scalp", "face", "eyeballs"):
         assert _np(flame.regions[name]).sum() > 10
+
+
+def test_flame_static_embedding_gives_the_51_inner_landmarks(tmp_path, head):
+    path = tmp_path / "generic_model.pkl"
+    _write_flame_like(path, head, with_chumpy=False)
+    emb = tmp_path / "flame_static_embedding.pkl"
+    with open(emb, "wb") as fh:
+        pickle.dump({"lmk_face_idx": _np(head.lmk_faces_idx)[17:].astype(np.uint32), "lmk_b_coords": _np(head.lmk_bary_coords)[17:]}, fh, protocol=2)
+    flame = HeadModel.from_flame(path, n_shape=20, n_expr=16, landmark_path=emb).double()
+    assert _np(flame.lmk_ids).tolist() == list(range(17, 68))
+    p = _params(head, 1, seed=8, pose_scale=0.1)
+    np.testing.assert_array_equal(_np(flame(p).landmarks), _np(head(p).landmarks[:, 17:]))
 
 
 def test_flame_without_landmarks_gives_vertices_and_a_clear_landmark_error(tmp_path, head):

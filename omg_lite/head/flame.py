@@ -185,4 +185,4 @@ def _flame_regions(v: np.ndarray, faces: np.ndarray, weights: np.ndarray) -> dic
     if not eye_l.any() or not eye_r.any():
         return regions_from_geometry(v, eye_l | eye_r)
     p = to_standin_frame(v, v[eye_l].mean(0), v[eye_r].mean(0))
-    return regions_from_geometry(p, eye_l | eye_r)
+    return regions_from_geometry(p, eye_l | eye_r, eye_centres=np.stack([p[eye_l].mean(0), p[eye_r].mean(0)]))

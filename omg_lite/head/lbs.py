@@ -35,7 +35,8 @@ def rodrigues(axis_angle: Tensor) -> Tensor:
 
 def blend_shapes(coeffs: Tensor, dirs: Tensor) -> Tensor:
     """B(c; D) = sum_l c_l D_l: coeffs [B, L], dirs [V, 3, L] -> offsets [B, V, 3]."""
-    return torch.einsum("bl,vcl->bvc", coeffs, dirs)
+    V, _, L = dirs.shape
+    return (coeffs @ dirs.reshape(V * 3, L).T).view(-1, V, 3)
 
 
 def pose_feature(rotations: Tensor) -> Tensor:
@@ -70,5 +71,6 @@ def kinematic_chain(rotations: Tensor, joints: Tensor, parents: Tensor) -> tuple
 
 def skin(vertices: Tensor, weights: Tensor, transforms: Tensor) -> Tensor:
     """Linear blend skinning: vertices [B, V, 3], weights [V, J], transforms [B, J, 3, 4] -> [B, V, 3]."""
-    T = torch.einsum("vj,bjrc->bvrc", weights, transforms)  # [B, V, 3, 4]
-    return (T[..., :3] @ vertices[..., None])[..., 0] + T[..., 3]
+    B, J = transforms.shape[:2]
+    T = (weights @ transforms.reshape(B, J, 12)).view(B, -1, 3, 4)  # [B, V, 3, 4] blended transforms
+    return (T[..., :3] * vertices[:, :, None, :]).sum(-1) + T[..., 3]

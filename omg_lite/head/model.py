@@ -207,10 +207,10 @@ class HeadModel(nn.Module):
         trans = self._checked("translation", translation, 3, B)
 
         v_shaped = self.v_template + lbs.blend_shapes(beta, self.shapedirs) + lbs.blend_shapes(psi, self.exprdirs)  # [B, V, 3]
-        J = torch.einsum("jv,bvc->bjc", self.J_regressor, v_shaped)  # [B, 5, 3]
+        J = self.J_regressor @ v_shaped  # [B, 5, 3]
         R = lbs.rodrigues(theta.view(B, NUM_JOINTS, 3))  # [B, 5, 3, 3]
         if self.posedirs is not None:
-            v_shaped = v_shaped + torch.einsum("bp,vcp->bvc", lbs.pose_feature(R), self.posedirs)
+            v_shaped = v_shaped + lbs.blend_shapes(lbs.pose_feature(R), self.posedirs)
         joints, A = lbs.kinematic_chain(R, J, self.parents)
         verts = lbs.skin(v_shaped, self.weights, A) + trans[:, None, :]
         landmarks = self.landmarks_from_vertices(verts) if self.has_landmarks else None

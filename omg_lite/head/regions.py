@@ -30,6 +30,7 @@ def regions_from_geometry(
     mouth_interior: np.ndarray | None = None,  # [V] bool
     lip_edge: np.ndarray | None = None,  # [V] bool, the mouth slit's vertices
     almond: np.ndarray | None = None,  # [V] eye-opening mask in [0, 1]
+    eye_centres: np.ndarray | None = None,  # [2, 3] eyeball centres (their poles look along +z)
 ) -> dict[str, np.ndarray]:
     """Boolean masks [V] per region name."""
     x, y, z = verts.T
@@ -38,7 +39,7 @@ def regions_from_geometry(
     inner = mouth_interior if mouth_interior is not None else np.zeros(V, bool)
     skin = ~eyeball & ~inner
     u = np.degrees(np.abs(np.arctan2(x, z + 0.01)))
-    hairline = np.interp(u, [0, 40, 70, 95, 120, 180], [0.080, 0.072, 0.050, 0.032, -0.020, -0.060])
+    hairline = np.interp(u, [0, 30, 55, 75, 95, 120, 180], [0.077, 0.076, 0.068, 0.048, 0.032, -0.020, -0.060])
     ears = skin & (_ears(verts) > 0.003)
     scalp = skin & (y > hairline) & ~ears
     neck_top = -0.113 + 0.040 * np.clip((0.02 - z) / 0.07, 0.0, 1.0)
@@ -47,8 +48,9 @@ def regions_from_geometry(
     lips = skin & (z > 0.05) & (((x / (MOUTH_HALF_WIDTH + 0.0015)) ** 2 + ((y - MOUTH_Y) / 0.0125) ** 2) < 1)
     if lip_edge is not None:
         lips |= lip_edge & skin
-    brow_y = 0.049 + 0.004 * (1 - ((ax - 0.032) / 0.02) ** 2)
-    brows = skin & (ax > 0.011) & (ax < 0.054) & (np.abs(y - brow_y) < 0.0045) & (z > 0.05)
+    brow_y = 0.048 + 0.005 * (1 - ((ax - 0.030) / 0.022) ** 2)  # an arch over each eye
+    brow_half = 0.0062 - 0.0030 * np.clip((ax - 0.012) / 0.042, 0.0, 1.0)  # thick inside, thin outside
+    brows = skin & (ax > 0.011) & (ax < 0.055) & (np.abs(y - brow_y) < brow_half) & (z > 0.05)
     nose = skin & (ax < 0.021) & (y > -0.030) & (y < 0.032) & (z > 0.085 - 0.2 * ax)
     out = {
         "scalp": scalp,
@@ -61,6 +63,15 @@ def regions_from_geometry(
         "eyeballs": eyeball.copy(),
         "mouth_interior": inner.copy(),
     }
+    if eye_centres is not None:
+        # Iris and pupil: eyeball vertices within 32 / 13 degrees of the forward axis.
+        cos_angle = np.full(V, -1.0)
+        for c in eye_centres:
+            d = verts - c
+            own = eyeball & (np.sign(x) == np.sign(c[0]))
+            cos_angle[own] = d[own, 2] / np.maximum(np.linalg.norm(d[own], axis=1), 1e-9)
+        out["irises"] = eyeball & (cos_angle > np.cos(np.radians(32)))
+        out["pupils"] = eyeball & (cos_angle > np.cos(np.radians(13)))
     if almond is not None:
         out["eye_openings"] = skin & (almond > 0.02)
     return out

@@ -8,8 +8,8 @@ the iBUG order. There are no pose correctives (B_P = 0).
 
 - Joint regressor: each row is non-negative, sums to 1 and mixes surface vertices near the
   joint, J_k = sum_i R_ki T_i; the weights are a Gaussian kernel around the joint's intended
-  position, tilted (minimum KL change) so that the rest joint lands on it. Eye joints average
-  their eyeball's vertices (the sphere's centre).
+  position, tilted (minimum KL change) so that the rest joint lands on it; eye joints mix
+  their eyeball's vertices and land on the sphere's centre.
 - Skinning weights: eyeballs follow their eye joint; the neck blends from root (bottom) to
   neck (head) along y; the jaw takes the lower lip, chin and lower cheeks, with a sharp step at
   the mouth slit and a wide one on the cheeks. Rows sum to 1.
@@ -30,6 +30,7 @@ from omg_lite.head.regions import regions_from_geometry
 from omg_lite.head.standin_shape import (
     ALMOND_HALF_WIDTH,
     EYE_CENTRE,
+    EYE_RADIUS,
     MOUTH_HALF_WIDTH,
     almond_edges,
     build_surface,
@@ -96,8 +97,10 @@ def _skinning_weights(s, verts: np.ndarray) -> np.ndarray:
     y_line = MOUTH_Y + np.minimum(0.9 * rise, 0.006)  # never above the upper lip
     width = 0.002 + 0.016 * _step(MOUTH_HALF_WIDTH - 0.003, MOUTH_HALF_WIDTH + 0.02, ax)
     jaw = _step(y_line, y_line - width, y)
-    jaw *= _step(-0.035, 0.005, z)  # nothing behind the jaw's ramus
-    jaw *= _step(-0.150, -0.118, y)  # under the chin partly, the throat not
+    jaw *= _step(-0.045, 0.0, z)  # the ramus: nothing behind the jaw joint
+    # Below the mandible's lower edge (chin -> jaw angle) the neck takes over over ~3 cm.
+    y_mandible = np.interp(z, [-0.03, 0.0, 0.08], [-0.085, -0.095, -0.112])
+    jaw *= _step(y_mandible - 0.032, y_mandible + 0.004, y)
     jaw = np.where(s.lip_side > 0, 0.0, np.where(s.lip_side < 0, 1.0, jaw))
     pouch = s.part == 1
     jaw[pouch & (s.lip_side == 0)] = 0.5
@@ -118,7 +121,7 @@ def _joint_regressor(s, verts: np.ndarray) -> np.ndarray:
     for j, target in JOINT_TARGETS.items():
         R[j] = _regressor_row(verts, skin, np.asarray(target), JOINT_RADIUS[j])
     for j, k in ((3, 2), (4, 3)):
-        R[j, s.part == k] = 1.0 / np.sum(s.part == k)
+        R[j] = _regressor_row(verts, np.where(s.part == k)[0], s.eye_centres[k - 2], 2 * EYE_RADIUS)
     return R
 
 
@@ -211,7 +214,7 @@ def standin_arrays() -> dict:
         "parents": PARENTS.copy(),
         "lmk_faces_idx": lmk_faces,
         "lmk_bary_coords": lmk_bary,
-        "regions": regions_from_geometry(verts, s.part >= 2, s.part == 1, s.lip_side != 0, s.almond),
+        "regions": regions_from_geometry(verts, s.part >= 2, s.part == 1, s.lip_side != 0, s.almond, s.eye_centres),
         "shape_names": [n for n, _ in bs.SHAPE_FIELDS],
         "expression_names": [n for n, _ in bs.EXPRESSION_FIELDS],
     }

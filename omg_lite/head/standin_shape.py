@@ -39,21 +39,21 @@ import numpy as np
 # 7 chin, 8 under the chin, 9 throat, 10 neck bottom.
 # ---------------------------------------------------------------------------------------------
 KEY_PROFILES = {
-    0: [(0.0, 0.125), (0.055, 0.113), (0.083, 0.082), (0.092, 0.046), (0.091, 0.020), (0.093, -0.020), (0.092, -0.055), (0.083, -0.094), (0.050, -0.118), (0.037, -0.136), (0.040, -0.200)],
-    45: [(0.0, 0.125), (0.057, 0.112), (0.083, 0.080), (0.088, 0.046), (0.087, 0.020), (0.085, -0.020), (0.076, -0.055), (0.062, -0.090), (0.048, -0.112), (0.043, -0.136), (0.046, -0.200)],
-    90: [(0.0, 0.125), (0.057, 0.111), (0.075, 0.080), (0.079, 0.046), (0.078, 0.020), (0.075, -0.020), (0.068, -0.052), (0.062, -0.080), (0.057, -0.102), (0.054, -0.132), (0.055, -0.200)],
-    135: [(0.0, 0.125), (0.062, 0.110), (0.086, 0.076), (0.096, 0.040), (0.095, 0.010), (0.088, -0.022), (0.076, -0.050), (0.067, -0.075), (0.063, -0.100), (0.062, -0.132), (0.063, -0.200)],
-    180: [(0.0, 0.125), (0.066, 0.108), (0.096, 0.075), (0.108, 0.035), (0.106, 0.000), (0.097, -0.030), (0.082, -0.055), (0.075, -0.075), (0.072, -0.100), (0.072, -0.132), (0.073, -0.200)],
+    0: [(0.0, 0.125), (0.055, 0.113), (0.083, 0.082), (0.092, 0.046), (0.091, 0.020), (0.093, -0.020), (0.092, -0.055), (0.083, -0.094), (0.050, -0.118), (0.040, -0.136), (0.045, -0.200)],
+    45: [(0.0, 0.125), (0.057, 0.112), (0.083, 0.080), (0.088, 0.046), (0.088, 0.020), (0.087, -0.020), (0.080, -0.055), (0.066, -0.090), (0.050, -0.112), (0.047, -0.136), (0.052, -0.200)],
+    90: [(0.0, 0.125), (0.057, 0.111), (0.075, 0.080), (0.079, 0.046), (0.078, 0.020), (0.076, -0.020), (0.071, -0.052), (0.065, -0.080), (0.060, -0.102), (0.058, -0.132), (0.061, -0.200)],
+    135: [(0.0, 0.125), (0.062, 0.110), (0.086, 0.076), (0.096, 0.040), (0.095, 0.010), (0.088, -0.022), (0.076, -0.050), (0.067, -0.075), (0.065, -0.100), (0.065, -0.132), (0.068, -0.200)],
+    180: [(0.0, 0.125), (0.066, 0.108), (0.096, 0.075), (0.108, 0.035), (0.106, 0.000), (0.097, -0.030), (0.082, -0.055), (0.075, -0.075), (0.073, -0.100), (0.073, -0.132), (0.076, -0.200)],
 }
 T_MOUTH = 6.0  # control index of the mouth row
 N_COLS = 72
 COL_WARP = 0.62  # u = s - COL_WARP sin s: columns ~2.6x denser in front than at the back
 N_ROWS = 60
 # Row density along t (control index): (t0, t1, relative density).
-ROW_DENSITY = [(0.0, 2.0, 0.45), (2.0, 3.2, 1.0), (3.2, 4.0, 2.6), (4.0, 5.4, 1.2), (5.4, 6.8, 2.0), (6.8, 8.6, 1.1), (8.6, 10.0, 0.45)]
+ROW_DENSITY = [(0.0, 2.0, 0.45), (2.0, 2.6, 1.0), (2.6, 3.2, 1.7), (3.2, 4.0, 2.6), (4.0, 5.4, 1.2), (5.4, 6.8, 2.0), (6.8, 8.6, 1.1), (8.6, 10.0, 0.45)]
 
 # Eyes (left eye at +x; the right one is mirrored).
-EYE_CENTRE = (0.032, 0.030, 0.062)
+EYE_CENTRE = (0.032, 0.030, 0.060)
 EYE_RADIUS = 0.0120
 EYE_RINGS, EYE_SEGMENTS = 12, 18
 LID_GAP = 0.0015  # lids sit this far in front of the eyeball
@@ -145,7 +145,7 @@ def relief(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     # Nose: a ridge from the nasion (y 0.028) to the tip (y -0.013), narrow at the bridge.
     tip_y, root_y = -0.013, 0.030
     along = np.clip((root_y - y) / (root_y - tip_y), 0.0, 1.0)
-    height = 0.004 + 0.020 * along**1.3
+    height = 0.0025 + 0.0215 * along**1.45
     width = 0.0055 + 0.0045 * along**2
     below = _smoothstep(tip_y - 0.002, tip_y - 0.016, y)  # fades under the tip to the subnasale
     above = _smoothstep(root_y + 0.012, root_y - 0.004, y)
@@ -157,7 +157,7 @@ def relief(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     h += 0.0045 * _bump(ax, y, 0.030, 0.046, 0.020, 0.0065)
     h += 0.0030 * _bump(x, y, 0.0, 0.043, 0.010, 0.008)  # glabella
     # Eye sockets and cheekbones.
-    h -= 0.0135 * _bump(ax, y, EYE_CENTRE[0], EYE_CENTRE[1] + 0.001, 0.0155, 0.0105)
+    h -= 0.0120 * _bump(ax, y, EYE_CENTRE[0], EYE_CENTRE[1] + 0.001, 0.0155, 0.0105)
     h += 0.0060 * _bump(ax, y, 0.046, -0.006, 0.014, 0.011)
     h -= 0.0025 * _bump(ax, y, 0.030, -0.030, 0.010, 0.012)  # under-cheek hollow
     # Lips, the mouth line and the corners.
@@ -179,37 +179,36 @@ def front_fade(u: np.ndarray) -> np.ndarray:
 
 
 def _ears(p: np.ndarray) -> np.ndarray:
-    """Outward bump of the ears [V] (metres): flattened discs at the sides, a rim and a bowl."""
+    """Outward bump of the ears [V] (metres): an oval attached at its front edge and lifting
+    towards the back, with a soft raised rim (the side grid is ~7 mm, so no finer detail)."""
     ax = np.abs(p[:, 0])
     y, z = p[:, 1], p[:, 2]
-    cy, cz = 0.006, -0.014
-    r = np.sqrt(((y - cy) / 0.030) ** 2 + ((z - cz) / 0.017) ** 2)
+    cy, cz = 0.004, -0.016
+    r = np.sqrt(((y - cy) / 0.031) ** 2 + ((z - cz) / 0.018) ** 2)
     side = _smoothstep(0.045, 0.065, ax)
-    disc = 0.012 * (1 - _smoothstep(0.75, 1.05, r))
-    bowl = 0.004 * np.exp(-0.5 * (r / 0.35) ** 2)
-    return side * (disc - bowl)
+    back = _smoothstep(-1.4, 0.9, (cz - z) / 0.018)  # 0 at the front edge, 1 at the back
+    lift = (0.002 + 0.010 * back) * (1 - _smoothstep(0.75, 1.1, r))
+    rim = 0.003 * np.exp(-0.5 * ((r - 0.75) / 0.15) ** 2) * back
+    return side * (lift + rim)
 
 
 def _eye_sphere(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A UV sphere around +z: vertices [2 + (R - 1) S, 3], faces."""
+    """A UV sphere whose pole looks along +z, rings denser at the front (iris, pupil):
+    vertices [2 + (R - 1) S, 3], faces."""
     R, S = EYE_RINGS, EYE_SEGMENTS
-    theta = np.linspace(0, np.pi, R + 1)[1:-1]
+    theta = np.pi * np.linspace(0, 1, R + 1)[1:-1] ** 1.5
     phi = np.linspace(0, 2 * np.pi, S, endpoint=False)
     st, ct = np.sin(theta)[:, None], np.cos(theta)[:, None]
     ring = np.stack([st * np.cos(phi), st * np.sin(phi), ct * np.ones_like(phi)], -1).reshape(-1, 3)
     verts = np.concatenate([[[0, 0, 1.0]], ring, [[0, 0, -1.0]]]) * EYE_RADIUS + centre
-    faces = []
-    for j in range(S):
-        faces.append([0, 1 + j, 1 + (j + 1) % S])
+    faces = [[0, 1 + j, 1 + (j + 1) % S] for j in range(S)]
     for r in range(R - 2):
         for j in range(S):
             a, b = 1 + r * S + j, 1 + r * S + (j + 1) % S
-            c, d = a + S, b + S
-            faces += [[a, c, d], [a, d, b]]
+            faces += [[a, a + S, b + S], [a, b + S, b]]
     last = len(verts) - 1
     base = 1 + (R - 2) * S
-    for j in range(S):
-        faces.append([last, base + (j + 1) % S, base + j])
+    faces += [[last, base + (j + 1) % S, base + j] for j in range(S)]
     return verts, np.asarray(faces)
 
 
