@@ -396,3 +396,18 @@ def test_missing_and_foreign_flame_files_raise_clear_errors(tmp_path, head):
     _write_flame_like(good, head, with_chumpy=False)
     with pytest.raises(FileNotFoundError, match="landmark"):
         HeadModel.from_flame(good, 5, 5, landmark_path=tmp_path / "missing.npy")
+
+
+def test_plotly_head_figure_holds_the_mesh_and_markers(head):
+    from omg_lite.viz.mesh import head_mesh_figure, region_colours
+
+    out = head(head.zeros(1))
+    colours = region_colours(head.regions)
+    assert colours.shape == (head.num_vertices, 3)
+    np.testing.assert_allclose(colours[_np(head.regions["pupils"])], 0.05)
+    fig = head_mesh_figure(out.vertices[0], head.faces, colours, landmarks=out.landmarks[0], joints=out.joints[0])
+    mesh, lm, joints = fig.data
+    assert len(mesh.x) == head.num_vertices and len(mesh.i) == head.num_faces and len(mesh.vertexcolor) == head.num_vertices
+    assert len(lm.x) == 68 and len(joints.x) == 5
+    with pytest.raises(ValueError, match="faces"):
+        head_mesh_figure(out.vertices[0], head.faces[:, :2])
