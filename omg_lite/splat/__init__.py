@@ -1,0 +1,9 @@
+"""Gaussian splatting: ``render()`` with torch and gsplat backends, EWA projection, .ply I/O.
+
+See ``render.py`` for the conventions every backend shares.
+"""
+
+from omg_lite.splat.project import Projection, project_gaussians
+from omg_lite.splat.render import RenderOutput, render
+
+__all__ = ["Projection", "RenderOutput", "project_gaussians", "render"]

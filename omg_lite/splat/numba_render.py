@@ -1,0 +1,364 @@
+"""The fast CPU path: 16x16 tiles compiled with numba, forward and backward (paper Sec. 3, 3DGS).
+
+Same blending as the readable twin in ``torch_render.py``, same projection as ``project.py``:
+
+    alpha_i = min(0.999, o_i exp(-sigma_i)),  T_i = prod_{j<i} (1 - alpha_j),
+    C(p) = sum_i c_i alpha_i T_i + T_N bg,    D(p) = sum_i z_i alpha_i T_i / max(1 - T_N, 1e-10)
+
+Why hand-written: gsplat's rasterizer is CUDA only, and in plain torch the pair lists cost
+sorts and [pairs, C] tensors, and every small op pays a thread wake-up. Here a render is four
+compiled passes: project (``numba_project.py``), bin (one depth sort, then a counting sort of
+Gaussians into the tiles their boxes touch, so each tile's list is depth-ordered), blend (tiles
+in parallel; each walks its list once, visits per row only the pixels where
+sigma <= ln(255 o) can hold, and stops when every pixel is done) and, for gradients, the
+reverse. numba is a pip wheel; the kernels are compiled on first use and cached on disk.
+
+Backward, per pixel back to front from its last blended Gaussian, with g = dL/dC(p),
+S_i = sum_{j>i} alpha_j T_j (c_j . g) and dL/dT_N from alpha, depth and background:
+
+    dL/dc_i     = alpha_i T_i g
+    dL/dalpha_i = T_i (c_i . g) - (S_i + T_N dL/dT_N) / (1 - alpha_i)
+    T_i         = T_{i+1} / (1 - alpha_i)                    (recovered, not stored)
+    dL/do_i     = dL/dalpha_i exp(-sigma_i),  dL/dsigma_i = -dL/dalpha_i alpha_i  (0 where clamped)
+
+Each tile writes the gradient of each of its list entries into a row of its own (no races, a
+fixed summation order); the projection's backward sums each Gaussian's rows. Computation is in
+float32 (float64 for transmittance), whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+import torch
+from torch import Tensor
+
+from omg_lite.geometry.camera import Camera
+from omg_lite.splat import numba_project as nproj
+from omg_lite.splat.project import ALPHA_MIN
+from omg_lite.splat.torch_render import ALPHA_MAX, T_MIN
+
+TILE = 16
+# Row layout per list entry: du, dv, d conic (a, b, c), d opacity, d depth, then d colour [C].
+NG = 7
+
+
+@nb.njit(cache=True)
+def bin_tiles(means2d, radii, depths, width, height):
+    """Depth-ordered Gaussian ids per tile (CSR: tile_offsets, ids) and each Gaussian's list positions."""
+    B, N = depths.shape
+    TW = (width + TILE - 1) // TILE
+    TH = (height + TILE - 1) // TILE
+    box = np.zeros((B, N, 4), np.int64)  # tiles [tx0, tx1) x [ty0, ty1)
+    per_tile = np.zeros(B * TH * TW + 1, np.int64)
+    g_offsets = np.zeros(B * N + 1, np.int64)
+    for b in range(B):
+        for g in range(N):
+            rx, ry = radii[b, g, 0], radii[b, g, 1]
+            if rx == 0 and ry == 0:
+                continue
+            u, v = means2d[b, g, 0], means2d[b, g, 1]
+            tx0 = min(max(int(math.floor((u - rx) / TILE)), 0), TW)
+            tx1 = min(max(int(math.ceil((u + rx) / TILE)), 0), TW)
+            ty0 = min(max(int(math.floor((v - ry) / TILE)), 0), TH)
+            ty1 = min(max(int(math.ceil((v + ry) / TILE)), 0), TH)
+            box[b, g, 0], box[b, g, 1], box[b, g, 2], box[b, g, 3] = tx0, tx1, ty0, ty1
+            g_offsets[b * N + g + 1] = (tx1 - tx0) * (ty1 - ty0)
+            for ty in range(ty0, ty1):
+                for tx in range(tx0, tx1):
+                    per_tile[(b * TH + ty) * TW + tx + 1] += 1
+    tile_offsets = np.cumsum(per_tile)
+    g_offsets = np.cumsum(g_offsets)
+    ids = np.empty(tile_offsets[-1], np.int32)  # Gaussian id of each list entry
+    g_entries = np.empty(tile_offsets[-1], np.int64)  # list positions of each Gaussian
+    cursor = tile_offsets[:-1].copy()
+    for b in range(B):
+        for g in np.argsort(depths[b], kind="mergesort"):
+            k = g_offsets[b * N + g]
+            for ty in range(box[b, g, 2], box[b, g, 3]):
+                for tx in range(box[b, g, 0], box[b, g, 1]):
+                    t = (b * TH + ty) * TW + tx
+                    ids[cursor[t]] = g
+                    g_entries[k] = cursor[t]
+                    cursor[t] += 1
+                    k += 1
+    return tile_offsets, ids, g_offsets, g_entries
+
+
+@nb.njit(cache=True, fastmath=True)
+def _axpy(w, x, y):
+    """y += w x over the channels (reassociation allowed: SIMD)."""
+    for k in range(len(y)):
+        y[k] += w * x[k]
+
+
+@nb.njit(cache=True, fastmath=True)
+def _dot(x, y):
+    total = np.float32(0.0)
+    for k in range(len(x)):
+        total += x[k] * y[k]
+    return total
+
+
+@nb.njit(cache=True)
+def _rows(v, ry, y0, y1):
+    """Pixel rows [lo, hi) whose centres may lie within ry of v."""
+    return max(y0, int(math.floor(v - ry))), min(y1, int(math.ceil(v + ry)))
+
+
+@nb.njit(cache=True)
+def _span(u, dy, ca, cb, cc, level, x0, x1):
+    """Pixels [lo, hi) of a row where sigma <= level can hold (a margin of one pixel each side).
+
+    sigma = 1/2 (a dx^2 + c dy^2) + b dx dy <= level  <=>  a dx^2 + 2 b dy dx + c dy^2 - 2 level <= 0.
+    """
+    disc = (cb * dy) ** 2 - ca * (cc * dy * dy - 2.0 * level)
+    if disc < 0.0:
+        return 0, 0
+    root = math.sqrt(disc)
+    dx_lo, dx_hi = (-cb * dy - root) / ca, (-cb * dy + root) / ca
+    return max(x0, int(math.floor(u - dx_hi - 0.5))), min(x1, int(math.floor(u - dx_lo - 0.5)) + 2)
+
+
+@nb.njit(parallel=True, cache=True)
+def blend_forward(means2d, conics, opacities, colors, depths, radii, background, tile_offsets, ids,
+                  image, alpha_out, depth_out, t_final, last, pairs):
+    """Fill image [B, C, H, W], alpha_out/depth_out [B, 1, H, W], t_final/last [B, H, W], pairs [tiles]."""
+    B, _, C = colors.shape
+    H, W = t_final.shape[1:]
+    TW, TH = (W + TILE - 1) // TILE, (H + TILE - 1) // TILE
+    for t in nb.prange(B * TH * TW):
+        b, ty, tx = t // (TH * TW), (t // TW) % TH, t % TW
+        x0, y0 = tx * TILE, ty * TILE
+        x1, y1 = min(x0 + TILE, W), min(y0 + TILE, H)
+        n_pix = (x1 - x0) * (y1 - y0)
+        T = np.ones(TILE * TILE)
+        acc = np.zeros((TILE * TILE, C), np.float32)
+        acc_z = np.zeros(TILE * TILE)
+        end = np.zeros(TILE * TILE, np.int64)  # one past the last blended list entry
+        done = np.zeros(TILE * TILE, np.bool_)
+        row_left = np.full(TILE, x1 - x0)  # pixels of each row still blending
+        n_done = 0
+        n_pairs = 0
+        for e in range(tile_offsets[t], tile_offsets[t + 1]):
+            g = ids[e]
+            u, v = means2d[b, g, 0], means2d[b, g, 1]
+            ca, cb, cc = conics[b, g, 0], conics[b, g, 1], conics[b, g, 2]
+            o = opacities[b, g]
+            level = math.log(o / ALPHA_MIN)
+            jy0, jy1 = _rows(v, radii[b, g, 1], y0, y1)
+            for py in range(jy0, jy1):
+                if row_left[py - y0] == 0:
+                    continue
+                dy = v - (py + 0.5)
+                jx0, jx1 = _span(u, dy, ca, cb, cc, level, x0, x1)
+                for px in range(jx0, jx1):
+                    p = (py - y0) * TILE + px - x0
+                    if done[p]:
+                        continue
+                    dx = u - (px + 0.5)
+                    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+                    if sigma < 0.0:
+                        continue
+                    alpha = min(ALPHA_MAX, o * math.exp(-sigma))
+                    if alpha < ALPHA_MIN:
+                        continue
+                    t_next = T[p] * (1.0 - alpha)
+                    if t_next <= T_MIN:
+                        done[p] = True
+                        row_left[py - y0] -= 1
+                        n_done += 1
+                        continue
+                    w = alpha * T[p]
+                    _axpy(np.float32(w), colors[b, g], acc[p])
+                    acc_z[p] += w * depths[b, g]
+                    T[p] = t_next
+                    end[p] = e + 1
+                    n_pairs += 1
+            if n_done == n_pix:
+                break
+        for py in range(y0, y1):
+            for px in range(x0, x1):
+                p = (py - y0) * TILE + px - x0
+                Tp = np.float32(T[p])
+                for k in range(C):
+                    image[b, k, py, px] = acc[p, k] + Tp * background[b, k]
+                a = np.float32(1.0) - Tp
+                alpha_out[b, 0, py, px] = a
+                depth_out[b, 0, py, px] = acc_z[p] / max(a, 1e-10)
+                t_final[b, py, px] = T[p]
+                last[b, py, px] = end[p]
+        pairs[t] = n_pairs
+
+
+@nb.njit(parallel=True, cache=True)
+def blend_backward(means2d, conics, opacities, colors, depths, radii, background, tile_offsets, ids,
+                   t_final, last, alpha_out, depth_out, g_image, g_alpha, g_depth, rows, g_background):
+    """Fill rows [M, 7 + C] (one per list entry) and g_background [tiles, C] (per-tile sums)."""
+    B, _, C = colors.shape
+    H, W = t_final.shape[1:]
+    TW, TH = (W + TILE - 1) // TILE, (H + TILE - 1) // TILE
+    for t in nb.prange(B * TH * TW):
+        b, ty, tx = t // (TH * TW), (t // TW) % TH, t % TW
+        x0, y0 = tx * TILE, ty * TILE
+        x1, y1 = min(x0 + TILE, W), min(y0 + TILE, H)
+        start = tile_offsets[t]
+        T = np.ones(TILE * TILE)
+        S = np.zeros(TILE * TILE)  # sum_{j>i} alpha_j T_j (c_j . g)
+        tail = np.zeros(TILE * TILE)  # T_N dL/dT_N
+        g_acc_z = np.zeros(TILE * TILE)  # dL/d(sum_i z_i alpha_i T_i)
+        gl = np.zeros((TILE * TILE, C), np.float32)  # dL/dC(p), pixel-major
+        end = np.zeros(TILE * TILE, np.int64)
+        row_end = np.zeros(TILE, np.int64)  # max of end over each row
+        e_max = start
+        for py in range(y0, y1):
+            for px in range(x0, x1):
+                p = (py - y0) * TILE + px - x0
+                Tn = t_final[b, py, px]
+                a = alpha_out[b, 0, py, px]
+                gT = -g_alpha[b, 0, py, px]  # alpha = 1 - T_N
+                for k in range(C):
+                    gk = g_image[b, k, py, px]
+                    gl[p, k] = gk
+                    gT += gk * background[b, k]  # + T_N bg
+                    g_background[t, k] += gk * Tn
+                if a > 1e-10:  # depth = acc_z / alpha
+                    g_acc_z[p] = g_depth[b, 0, py, px] / a
+                    gT += g_depth[b, 0, py, px] * depth_out[b, 0, py, px] / a
+                T[p] = Tn
+                tail[p] = gT * Tn
+                end[p] = last[b, py, px]
+                row_end[py - y0] = max(row_end[py - y0], end[p])
+                e_max = max(e_max, end[p])
+        d_colour = np.zeros(C, np.float32)
+        for e in range(e_max - 1, start - 1, -1):
+            g = ids[e]
+            u, v = means2d[b, g, 0], means2d[b, g, 1]
+            ca, cb, cc = conics[b, g, 0], conics[b, g, 1], conics[b, g, 2]
+            o = opacities[b, g]
+            z = depths[b, g]
+            level = math.log(o / ALPHA_MIN)
+            du = dv = da = db = dc = do = dz = 0.0
+            d_colour[:] = 0.0
+            jy0, jy1 = _rows(v, radii[b, g, 1], y0, y1)
+            for py in range(jy0, jy1):
+                if e >= row_end[py - y0]:
+                    continue
+                dy = v - (py + 0.5)
+                jx0, jx1 = _span(u, dy, ca, cb, cc, level, x0, x1)
+                for px in range(jx0, jx1):
+                    p = (py - y0) * TILE + px - x0
+                    if e >= end[p]:
+                        continue
+                    dx = u - (px + 0.5)
+                    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+                    if sigma < 0.0:
+                        continue
+                    vis = math.exp(-sigma)
+                    alpha = min(ALPHA_MAX, o * vis)
+                    if alpha < ALPHA_MIN:
+                        continue
+                    T_i = T[p] / (1.0 - alpha)
+                    w = alpha * T_i
+                    cg = _dot(colors[b, g], gl[p])
+                    _axpy(np.float32(w), gl[p], d_colour)
+                    cg_all = cg + z * g_acc_z[p]
+                    dz += w * g_acc_z[p]
+                    d_alpha = T_i * cg_all - (S[p] + tail[p]) / (1.0 - alpha)
+                    S[p] += w * cg_all
+                    T[p] = T_i
+                    if o * vis <= ALPHA_MAX:
+                        do += d_alpha * vis
+                        d_sigma = -d_alpha * alpha
+                        du += d_sigma * (ca * dx + cb * dy)
+                        dv += d_sigma * (cc * dy + cb * dx)
+                        da += d_sigma * 0.5 * dx * dx
+                        db += d_sigma * dx * dy
+                        dc += d_sigma * 0.5 * dy * dy
+            rows[e, 0], rows[e, 1], rows[e, 2], rows[e, 3] = du, dv, da, db
+            rows[e, 4], rows[e, 5], rows[e, 6] = dc, do, dz
+            for k in range(C):
+                rows[e, NG + k] = d_colour[k]
+
+
+def _f32(x: Tensor) -> np.ndarray:
+    return x.detach().to(torch.float32).contiguous().numpy()
+
+
+def _f64(x: Tensor) -> np.ndarray:
+    return x.detach().to(torch.float64).contiguous().numpy()
+
+
+class _FastSplat(torch.autograd.Function):
+    """(means, quats, scales, opacities, features, background) -> (image, alpha, depth, pairs)."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, opacities, features, background, camera: Camera):
+        B, N, C = features.shape
+        W, H = camera.width, camera.height
+        m, q, s, o, f, bg = (_f32(x) for x in (means, quats, scales, opacities, features, background))
+        K, R, t = _f64(camera.K), _f64(camera.R), _f64(camera.t)
+        means2d = np.zeros((B, N, 2), np.float32)
+        conics = np.zeros((B, N, 3), np.float32)
+        depths = np.zeros((B, N), np.float32)
+        radii = np.zeros((B, N, 2), np.int32)
+        status = np.zeros((B, N), np.int8)
+        nproj.project_forward(m, q, s, o, f, K, R, t, W, H, True, means2d, conics, depths, radii, status)
+        message = nproj.status_error(status)
+        if message is not None:
+            raise ValueError(message)
+        tile_offsets, ids, g_offsets, g_entries = bin_tiles(means2d, radii, depths, W, H)
+        image = np.empty((B, C, H, W), np.float32)
+        alpha = np.empty((B, 1, H, W), np.float32)
+        depth = np.empty((B, 1, H, W), np.float32)
+        t_final = np.empty((B, H, W), np.float64)
+        last = np.empty((B, H, W), np.int64)
+        pairs = np.zeros(len(tile_offsets) - 1, np.int64)
+        blend_forward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids,
+                      image, alpha, depth, t_final, last, pairs)
+        ctx.arrays = (m, q, s, o, f, bg, K, R, t, means2d, conics, depths, radii,
+                      tile_offsets, ids, g_offsets, g_entries, t_final, last, alpha.copy(), depth.copy())
+        ctx.size = (W, H)
+        dtype = means.dtype
+        outs = [torch.from_numpy(x).to(dtype) for x in (image, alpha, depth)]
+        pairs_t = torch.tensor(int(pairs.sum()))
+        ctx.mark_non_differentiable(pairs_t)
+        return (*outs, pairs_t)
+
+    @staticmethod
+    def backward(ctx, g_image, g_alpha, g_depth, _g_pairs):
+        (m, q, s, o, f, bg, K, R, t, means2d, conics, depths, radii,
+         tile_offsets, ids, g_offsets, g_entries, t_final, last, alpha, depth) = ctx.arrays
+        W, H = ctx.size
+        B, N, C = f.shape
+        rows = np.zeros((len(ids), NG + C), np.float32)
+        g_bg = np.zeros((len(tile_offsets) - 1, C), np.float64)
+        blend_backward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids,
+                       t_final, last, alpha, depth, _f32(g_image), _f32(g_alpha), _f32(g_depth), rows, g_bg)
+        g_means = np.zeros((B, N, 3), np.float32)
+        g_quats = np.zeros((B, N, 4), np.float32)
+        g_scales = np.zeros((B, N, 3), np.float32)
+        g_opac = np.zeros((B, N), np.float32)
+        g_feat = np.zeros((B, N, C), np.float32)
+        nproj.project_backward(m, q, s, K, R, t, W, H, radii, conics, rows, g_offsets, g_entries,
+                               g_means, g_quats, g_scales, g_opac, g_feat)
+        g_bg = g_bg.reshape(B, -1, C).sum(1)
+        dtype = g_image.dtype
+        grads = [torch.from_numpy(x).to(dtype) for x in (g_means, g_quats, g_scales, g_opac, g_feat, g_bg)]
+        return (*grads, None)
+
+
+def render_numba(
+    means: Tensor,  # [B, N, 3]
+    quats: Tensor,  # [B, N, 4]
+    scales: Tensor,  # [B, N, 3]
+    opacities: Tensor,  # [B, N]
+    features: Tensor,  # [B, N, C]
+    background: Tensor,  # [B, C]
+    camera: Camera,
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """(image [B, C, H, W], alpha [B, 1, H, W], depth [B, 1, H, W], pairs blended); CPU tensors."""
+    image, alpha, depth, pairs = _FastSplat.apply(means, quats, scales, opacities, features, background, camera)
+    return image, alpha, depth, int(pairs)
