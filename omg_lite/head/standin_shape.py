@@ -54,6 +54,7 @@ ROW_DENSITY = [(0.0, 2.0, 0.45), (2.0, 2.6, 1.0), (2.6, 3.2, 1.7), (3.2, 4.0, 2.
 
 # Eyes (left eye at +x; the right one is mirrored).
 EYE_CENTRE = (0.032, 0.030, 0.060)
+EYE_CENTRES = np.array([EYE_CENTRE, (-EYE_CENTRE[0], EYE_CENTRE[1], EYE_CENTRE[2])])  # left (+x), right
 EYE_RADIUS = 0.0120
 EYE_RINGS, EYE_SEGMENTS = 12, 18
 LID_GAP = 0.0015  # lids sit this far in front of the eyeball
@@ -73,8 +74,6 @@ class StandinSurface:
     vertices: np.ndarray  # [V, 3]
     faces: np.ndarray  # [F, 3]
     part: np.ndarray  # [V] 0 skin, 1 mouth pouch, 2 left eyeball, 3 right eyeball
-    grid_t: np.ndarray  # [V] row parameter t of skin vertices (NaN elsewhere)
-    grid_u: np.ndarray  # [V] azimuth u of skin vertices (NaN elsewhere)
     lip_side: np.ndarray  # [V] +1 upper lip / pouch roof, -1 lower lip / pouch floor, 0 else
     upper_slit: np.ndarray  # [n + 2] vertex ids along the upper lip's edge, corner to corner (-x -> +x)
     lower_slit: np.ndarray  # [n + 2] vertex ids along the lower lip's edge, corner to corner (-x -> +x)
@@ -230,31 +229,26 @@ def _almond(x: np.ndarray, y: np.ndarray, cx: float, cy: float) -> np.ndarray:
     return _smoothstep(-ALMOND_EDGE, ALMOND_EDGE, inside) * (np.abs(x - cx) < ALMOND_HALF_WIDTH)
 
 
-def build_surface() -> StandinSurface:
-    """Build the stand-in's rest mesh (deterministic, closed-form)."""
+def _sculpted_grid() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Loft + relief + ears + lids: (grid [Nu, Nv, 3], row params t [Nv], opening mask A [Nu, Nv],
+    lid closing displacement [Nu, Nv, 3])."""
     u = _col_params()  # [Nu]
     t = _row_params()  # [Nv]
     Nu, Nv = len(u), len(t)
     prof = _along_t(_profiles_at(u), t)  # [Nu, Nv, 2]
     rho, y = prof[..., 0], prof[..., 1]
-    grid = np.stack([rho * np.sin(u)[:, None], y, rho * np.cos(u)[:, None]], -1)  # [Nu, Nv, 3]
-
-    # Relief on the front, ears on the sides.
-    g = grid.reshape(-1, 3)
+    g = np.stack([rho * np.sin(u)[:, None], y, rho * np.cos(u)[:, None]], -1).reshape(-1, 3)
     uu = np.repeat(u, Nv)
     g[:, 2] += relief(g[:, 0], g[:, 1]) * front_fade(uu)
-    normal_xz = np.stack([np.sin(uu), np.cos(uu)], -1)
     ear = _ears(g)
-    g[:, 0] += ear * normal_xz[:, 0]
-    g[:, 2] += ear * normal_xz[:, 1]
+    g[:, 0] += ear * np.sin(uu)
+    g[:, 2] += ear * np.cos(uu)
 
-    # Lids over the eyeballs, opening inside the almond.
-    centres = np.array([EYE_CENTRE, (-EYE_CENTRE[0], EYE_CENTRE[1], EYE_CENTRE[2])])
+    # Lids wrap the eyeballs (z_lid = z_ball + gap); inside the almond the skin sinks behind them.
     almond = np.zeros(len(g))
     lid_lift = np.zeros_like(g)
-    for c in centres:
-        dx, dy = g[:, 0] - c[0], g[:, 1] - c[1]
-        r2 = dx * dx + dy * dy
+    for c in EYE_CENTRES:
+        r2 = (g[:, 0] - c[0]) ** 2 + (g[:, 1] - c[1]) ** 2
         ball = c[2] + np.sqrt(np.clip(EYE_RADIUS**2 - r2, 0.0, None))
         near = (r2 < (EYE_RADIUS + 0.008) ** 2) & (np.abs(uu) < np.radians(60))
         skin = np.where(near & (r2 < EYE_RADIUS**2), np.maximum(g[:, 2], ball + LID_GAP), g[:, 2])
@@ -264,119 +258,101 @@ def build_surface() -> StandinSurface:
         lid_lift[:, 2] += (skin - z) * near
         almond = np.maximum(almond, A)
         g[:, 2] = np.where(near, z, g[:, 2])
-    grid = g.reshape(Nu, Nv, 3)
+    return g.reshape(Nu, Nv, 3), t, almond.reshape(Nu, Nv), lid_lift.reshape(Nu, Nv, 3)
 
-    # Skin vertex ids: crown is one vertex, then rows 1.. in column-major order.
-    ids = np.full((Nu, Nv), -1)
-    ids[:, 0] = 0
+
+def _grid_mesh(Nu: int, Nv: int, r_m: int, split_cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Topology of the skin grid with the mouth row split between the corners.
+
+    Vertex 0 is the crown; grid vertex (c, r >= 1) is 1 + (r - 1) Nu + c; the lower lip's copies
+    of the split vertices follow. Returns (faces [F, 3], grid ids [Nu, Nv], upper-lip chain,
+    lower-lip chain), the chains running corner to corner in the order of ``split_cols``.
+    """
+    ids = np.zeros((Nu, Nv), dtype=np.int64)
     ids[:, 1:] = 1 + np.arange(Nu * (Nv - 1)).reshape(Nv - 1, Nu).T
-    verts = [grid[0, 0:1] * 0 + np.array([0.0, grid[0, 0, 1], 0.0])]
-    verts.append(grid[:, 1:].transpose(1, 0, 2).reshape(-1, 3))
-    verts = np.concatenate(verts)
-    vt = np.concatenate([[t[0]], np.repeat(t[1:], Nu)])
-    vu = np.concatenate([[0.0], np.tile(u, Nv - 1)])
-    valm = np.concatenate([[0.0], almond.reshape(Nu, Nv)[:, 1:].T.reshape(-1)])
-    vlift = np.concatenate([[[0.0, 0.0, 0.0]], lid_lift.reshape(Nu, Nv, 3)[:, 1:].transpose(1, 0, 2).reshape(-1, 3)])
-
-    # Mouth slit: duplicate the mouth row between the corners for the lower lip.
-    r_m = int(np.argmin(np.abs(t - T_MOUTH)))
-    x_m = grid[:, r_m, 0]
-    split_cols = np.where((np.abs(x_m) < MOUTH_HALF_WIDTH) & (np.cos(u) > 0))[0]
-    split_cols = split_cols[np.argsort(x_m[split_cols])]
     lower_ids = ids.copy()
-    dup = len(verts) + np.arange(len(split_cols))
+    dup = 1 + Nu * (Nv - 1) + np.arange(len(split_cols))
     lower_ids[split_cols, r_m] = dup
-    verts = np.concatenate([verts, verts[ids[split_cols, r_m]]])
-    vt = np.concatenate([vt, np.full(len(split_cols), T_MOUTH)])
-    vu = np.concatenate([vu, u[split_cols]])
-    valm = np.concatenate([valm, np.zeros(len(split_cols))])
-    vlift = np.concatenate([vlift, np.zeros((len(split_cols), 3))])
+    c, c1 = np.arange(Nu), (np.arange(Nu) + 1) % Nu
+    faces = [np.stack([np.zeros(Nu, np.int64), ids[c, 1], ids[c1, 1]], -1)]  # crown fan, normals outward
+    for r in range(1, Nv - 1):
+        top = ids if r < r_m else lower_ids  # rows below the slit hang from the lower copies
+        a, b, d, e = top[c, r], top[c1, r], ids[c, r + 1], ids[c1, r + 1]
+        faces += [np.stack([a, d, e], -1), np.stack([a, e, b], -1)]
+    corners = ids[(split_cols[0] - 1) % Nu, r_m], ids[(split_cols[-1] + 1) % Nu, r_m]
+    upper = np.concatenate([[corners[0]], ids[split_cols, r_m], [corners[1]]])
+    lower = np.concatenate([[corners[0]], dup, [corners[1]]])
+    return np.concatenate(faces), ids, upper, lower
 
-    faces = []
-    for c in range(Nu):
-        c1 = (c + 1) % Nu
-        # Crown fan (outward normals: counter-clockwise seen from outside).
-        faces.append([0, ids[c, 1], ids[c1, 1]])
-        for r in range(1, Nv - 1):
-            top = ids if r < r_m else lower_ids
-            a, b = top[c, r], top[c1, r]
-            cc, d = ids[c, r + 1], ids[c1, r + 1]
-            faces += [[a, cc, d], [a, d, b]]
-    faces = np.asarray(faces)
-    # Orient outward: the crown fan must point up.
-    if np.cross(verts[faces[0, 1]] - verts[faces[0, 0]], verts[faces[0, 2]] - verts[faces[0, 0]])[1] < 0:
-        faces = faces[:, [0, 2, 1]]
 
-    # Pouch behind the slit: rings from the lips' edge to a fan at the back.
-    corner_neg = ids[(split_cols[0] - 1) % Nu, r_m]  # the subject's right mouth corner (-x)
-    corner_pos = ids[(split_cols[-1] + 1) % Nu, r_m]
-    upper = np.concatenate([[corner_neg], ids[split_cols, r_m], [corner_pos]])
-    lower = np.concatenate([[corner_neg], dup, [corner_pos]])
-    loop = np.concatenate([upper, lower[-2:0:-1]])  # around the slit
-    side = np.concatenate([[0], np.ones(len(split_cols)), [0], -np.ones(len(split_cols))])
-    rings = [loop]
-    p_loop = verts[loop]
+def _pouch(verts: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mouth cavity closing the slit from inside: rings that widen into a flat bag, then a fan.
+
+    Returns (new vertices [P, 3], faces [F', 3] indexing the whole mesh, lip side of the new
+    vertices [P]: +1 roof, -1 floor, 0 at the corners and the back).
+    """
+    n = len(upper) - 2
+    loop = np.concatenate([upper, lower[-2:0:-1]])  # around the slit: corner, upper lip, corner, lower lip
+    side = np.concatenate([[0], np.ones(n), [0], -np.ones(n)])
+    p = verts[loop]
     mouth_y = verts[upper, 1].mean()
-    n_before = len(verts)
-    new = []
-    for depth, half_h, sx in POUCH:
-        ring = np.stack([p_loop[:, 0] * sx, mouth_y + side * half_h * np.sqrt(np.clip(1 - (p_loop[:, 0] / (MOUTH_HALF_WIDTH * 1.05)) ** 2, 0, 1)), p_loop[:, 2] - depth], -1)
-        rings.append(n_before + len(new) * len(loop) + np.arange(len(loop)))
-        new.append(ring)
-    back = np.array([[0.0, mouth_y, p_loop[:, 2].mean() - POUCH[-1][0] - 0.006]])
-    pouch_verts = np.concatenate(new + [back])
-    apex = n_before + len(pouch_verts) - 1
-    L = len(loop)
-    pf = []
-    for k in range(len(rings) - 1):
-        a_ring, b_ring = rings[k], rings[k + 1]
-        for i in range(L):
-            i1 = (i + 1) % L
-            pf += [[a_ring[i], a_ring[i1], b_ring[i1]], [a_ring[i], b_ring[i1], b_ring[i]]]
-    for i in range(L):
-        pf.append([rings[-1][i], rings[-1][(i + 1) % L], apex])
-    pf = np.asarray(pf)
-    verts = np.concatenate([verts, pouch_verts])
-    n_pouch = len(pouch_verts)
-    part = np.concatenate([np.zeros(n_before, int), np.ones(n_pouch, int)])
-    lip_side = np.zeros(len(verts))
-    lip_side[upper[1:-1]] = 1
-    lip_side[lower[1:-1]] = -1
-    lip_side[n_before:-1] = np.tile(side, len(POUCH))
-    # Pouch faces must wind like the lip faces they continue across the slit edge.
-    e = (upper[1], upper[2])
-    skin_dir = any((f[i], f[(i + 1) % 3]) == e for f in faces for i in range(3))
-    pouch_dir = any((f[i], f[(i + 1) % 3]) == e for f in pf for i in range(3))
-    if skin_dir == pouch_dir:
-        pf = pf[:, [0, 2, 1]]
-    faces = np.concatenate([faces, pf])
+    opening = np.sqrt(np.clip(1 - (p[:, 0] / (1.05 * MOUTH_HALF_WIDTH)) ** 2, 0.0, 1.0))
+    rings = [np.stack([p[:, 0] * sx, mouth_y + side * half_h * opening, p[:, 2] - depth], -1) for depth, half_h, sx in POUCH]
+    back = np.array([[0.0, mouth_y, p[:, 2].mean() - POUCH[-1][0] - 0.006]])
+    new = np.concatenate(rings + [back])
+    L, V0 = len(loop), len(verts)
+    ring_ids = [loop] + [V0 + k * L + np.arange(L) for k in range(len(POUCH))]
+    apex = V0 + len(new) - 1
+    i, i1 = np.arange(L), (np.arange(L) + 1) % L
+    faces = []
+    for a, b in zip(ring_ids[:-1], ring_ids[1:]):
+        faces += [np.stack([a[i], b[i1], a[i1]], -1), np.stack([a[i], b[i], b[i1]], -1)]
+    faces.append(np.stack([ring_ids[-1][i], np.full(L, apex), ring_ids[-1][i1]], -1))
+    return new, np.concatenate(faces), np.concatenate([np.tile(side, len(POUCH)), [0]])
 
-    # Eyeballs.
-    vt = np.concatenate([vt, np.full(n_pouch, np.nan)])
-    vu = np.concatenate([vu, np.full(n_pouch, np.nan)])
-    valm = np.concatenate([valm, np.zeros(n_pouch)])
-    vlift = np.concatenate([vlift, np.zeros((n_pouch, 3))])
-    for k, c in enumerate(centres):
-        ev, ef = _eye_sphere(c)
-        faces = np.concatenate([faces, ef + len(verts)])
-        verts = np.concatenate([verts, ev])
-        part = np.concatenate([part, np.full(len(ev), 2 + k)])
-        lip_side = np.concatenate([lip_side, np.zeros(len(ev))])
-        vt = np.concatenate([vt, np.full(len(ev), np.nan)])
-        vu = np.concatenate([vu, np.full(len(ev), np.nan)])
-        valm = np.concatenate([valm, np.zeros(len(ev))])
-        vlift = np.concatenate([vlift, np.zeros((len(ev), 3))])
 
+def _directed_edges(faces: np.ndarray) -> set[tuple[int, int]]:
+    return {(int(a), int(b)) for f in faces for a, b in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0]))}
+
+
+def build_surface() -> StandinSurface:
+    """Build the stand-in's rest mesh (deterministic, closed-form)."""
+    grid, t, almond, lid_lift = _sculpted_grid()
+    Nu, Nv = grid.shape[:2]
+    u = _col_params()
+    r_m = int(np.argmin(np.abs(t - T_MOUTH)))
+    split_cols = np.where((np.abs(grid[:, r_m, 0]) < MOUTH_HALF_WIDTH) & (np.cos(u) > 0))[0]
+    split_cols = split_cols[np.argsort(grid[split_cols, r_m, 0])]  # -x (subject's right) first
+    faces, ids, upper, lower = _grid_mesh(Nu, Nv, r_m, split_cols)
+
+    def per_vertex(a: np.ndarray) -> np.ndarray:  # grid array [Nu, Nv, ...] -> skin vertices in id order
+        rows = np.moveaxis(a[:, 1:], 0, 1).reshape(-1, *a.shape[2:])
+        return np.concatenate([a[:1, 0], rows, a[split_cols, r_m]])
+
+    crown = grid.copy()
+    crown[:, 0] = (0.0, grid[0, 0, 1], 0.0)
+    verts = per_vertex(crown)
+    n_skin = len(verts)
+    lip_side = np.zeros(n_skin)
+    lip_side[upper[1:-1]], lip_side[lower[1:-1]] = 1, -1
+
+    pouch_v, pouch_f, pouch_side = _pouch(verts, upper, lower)
+    # The cavity must wind like the lip faces it continues across the slit's edge.
+    if (int(upper[1]), int(upper[2])) in _directed_edges(faces) & _directed_edges(pouch_f):
+        pouch_f = pouch_f[:, [0, 2, 1]]
+    eyes = [_eye_sphere(c) for c in EYE_CENTRES]
+    offsets = np.cumsum([n_skin + len(pouch_v)] + [len(v) for v, _ in eyes])
+    verts = np.concatenate([verts, pouch_v] + [v for v, _ in eyes])
+    faces = np.concatenate([faces, pouch_f] + [f + o for (_, f), o in zip(eyes, offsets)])
+    extra = len(verts) - n_skin
     return StandinSurface(
         vertices=verts,
-        faces=faces.astype(np.int64),
-        part=part,
-        grid_t=vt,
-        grid_u=vu,
-        lip_side=lip_side,
+        faces=faces,
+        part=np.concatenate([np.zeros(n_skin, int), np.ones(len(pouch_v), int)] + [np.full(len(v), 2 + k) for k, (v, _) in enumerate(eyes)]),
+        lip_side=np.concatenate([lip_side, pouch_side, np.zeros(extra - len(pouch_v))]),
         upper_slit=upper,
         lower_slit=lower,
-        eye_centres=centres,
-        almond=valm,
-        lid_lift=vlift,
+        eye_centres=EYE_CENTRES.copy(),
+        almond=np.concatenate([per_vertex(almond), np.zeros(extra)]),
+        lid_lift=np.concatenate([per_vertex(lid_lift), np.zeros((extra, 3))]),
     )
