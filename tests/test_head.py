@@ -248,6 +248,33 @@ def test_standin_components_are_smooth_and_of_sensible_size():
                 assert (dD <= 2.5 * dP).all(), (name, (dD / dP).max())
 
 
+@pytest.mark.parametrize(
+    "name, ids, axis, sign",
+    [
+        ("smile", [48, 54], 1, +1),  # mouth corners go up
+        ("mouth_frown", [48, 54], 1, -1),
+        ("brows_up", list(range(17, 27)), 1, +1),
+        ("brows_down", [21, 22], 1, -1),
+        ("pucker", [51, 57], 2, +1),  # lips push forward
+        ("lower_lip_down", [57], 1, -1),
+    ],
+)
+def test_named_expressions_move_the_landmarks_their_names_say(head, name, ids, axis, sign):
+    p = head.zeros(1)
+    p.expression[0, head.expression_names.index(name)] = 1.0
+    delta = _np(head(p).landmarks[0, ids, axis] - head(head.zeros(1)).landmarks[0, ids, axis])
+    assert (sign * delta > 0.001).all(), delta
+
+
+def test_editing_one_model_leaves_the_next_standin_untouched():
+    a = HeadModel.standin(4, 4)
+    a.v_template.zero_()
+    a.faces.zero_()
+    a.regions["lips"].fill_(True)
+    b = HeadModel.standin(4, 4)
+    assert b.v_template.abs().max() > 0.1 and b.faces.max() > 0 and not b.regions["lips"].all()
+
+
 def _fit_sphere(P: np.ndarray) -> tuple[np.ndarray, float]:
     """Least-squares sphere through points [N, 3]: |p|^2 = 2 c.p + (r^2 - |c|^2)."""
     A = np.concatenate([2 * P, np.ones((len(P), 1))], 1)

@@ -70,8 +70,9 @@ class HeadModel(nn.Module):
         expression_names: list[str] | None = None,
     ) -> None:
         super().__init__()
-        f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
-        i64 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.int64))  # noqa: E731
+        # Copies: the stand-in's arrays are cached per process and must stay untouched.
+        f32 = lambda a: torch.tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+        i64 = lambda a: torch.tensor(np.asarray(a, dtype=np.int64))  # noqa: E731
         self.register_buffer("v_template", f32(v_template))
         self.register_buffer("faces", i64(faces))
         self.register_buffer("shapedirs", f32(shapedirs))
@@ -87,7 +88,7 @@ class HeadModel(nn.Module):
         self.register_buffer("lmk_ids", None if lmk_ids is None else i64(lmk_ids))
         self.region_names = sorted(regions or {})
         for name in self.region_names:
-            self.register_buffer(f"region_{name}", torch.as_tensor(np.asarray(regions[name], dtype=bool)))
+            self.register_buffer(f"region_{name}", torch.tensor(np.asarray(regions[name], dtype=bool)))
         self.source = source
         self.shape_names = list(shape_names) if shape_names else [f"shape_{i}" for i in range(self.n_shape)]
         self.expression_names = list(expression_names) if expression_names else [f"expression_{i}" for i in range(self.n_expr)]

@@ -3,8 +3,10 @@
 It fills every slot of FLAME's model so that :class:`omg_lite.head.model.HeadModel` treats
 both alike: template T, faces, identity and expression blendshapes B_S, B_E (see
 :mod:`omg_lite.head.standin_blendshapes`), a joint regressor R_J, skinning weights W over
-FLAME's 5 joints (root, neck, jaw, left eye, right eye) and a 68-point landmark embedding in
-the iBUG order. There are no pose correctives (B_P = 0).
+FLAME's 5 joints (root, neck, jaw, left eye, right eye), a 68-point landmark embedding in
+the iBUG order and vertex regions. There are no pose correctives (B_P = 0). The components'
+names (``HeadModel.shape_names`` / ``expression_names``) are listed in
+:mod:`omg_lite.head.standin_blendshapes`; S <= 24 identity and E <= 20 expression components.
 
 - Joint regressor: each row is non-negative, sums to 1 and mixes surface vertices near the
   joint, J_k = sum_i R_ki T_i; the weights are a Gaussian kernel around the joint's intended
@@ -32,11 +34,11 @@ from omg_lite.head.standin_shape import (
     EYE_CENTRE,
     EYE_RADIUS,
     MOUTH_HALF_WIDTH,
+    StandinSurface,
     almond_edges,
     build_surface,
 )
 
-JOINT_NAMES = ("root", "neck", "jaw", "eye_left", "eye_right")
 PARENTS = np.array([-1, 0, 1, 1, 1])
 # Intended rest joint positions (metres) for root, neck and jaw; eyes are the eyeball centres.
 JOINT_TARGETS = {0: (0.0, -0.150, -0.018), 1: (0.0, -0.095, -0.022), 2: (0.0, -0.008, 0.000)}
@@ -87,7 +89,7 @@ def _regressor_row(verts: np.ndarray, candidates: np.ndarray, target: np.ndarray
     return row
 
 
-def _skinning_weights(s, verts: np.ndarray) -> np.ndarray:
+def _skinning_weights(s: StandinSurface, verts: np.ndarray) -> np.ndarray:
     x, y, z = verts.T
     ax = np.abs(x)
     W = np.zeros((len(verts), 5))
@@ -115,7 +117,7 @@ def _skinning_weights(s, verts: np.ndarray) -> np.ndarray:
     return W
 
 
-def _joint_regressor(s, verts: np.ndarray) -> np.ndarray:
+def _joint_regressor(s: StandinSurface, verts: np.ndarray) -> np.ndarray:
     R = np.zeros((5, len(verts)))
     skin = np.where(s.part == 0)[0]
     for j, target in JOINT_TARGETS.items():
@@ -179,7 +181,7 @@ def _on_edge(faces: np.ndarray, chain: np.ndarray, verts: np.ndarray, x: float, 
     raise RuntimeError("no face along the mouth slit")
 
 
-def _landmarks(s, verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _landmarks(s: StandinSurface, verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     skin_faces = np.where((s.part[faces] == 0).all(1))[0]
     xy = _landmark_targets()
     fid, bary = _ray_cast_front(verts, faces[skin_faces], xy)
