@@ -24,9 +24,10 @@ i < j, sorted lexicographically. A face (a, b, c) with edge midpoints m_ab, m_bc
 (a, m_ab, m_ca), (b, m_bc, m_ab), (c, m_ca, m_bc), (m_ab, m_bc, m_ca): the four children keep
 the parent's orientation, and children of face f are faces 4f .. 4f+3 of the next level.
 
-Topology (edges, faces and U_k as a CSR sparse matrix) is precomputed once per level in
-``__init__``; a call per frame is then one sparse matmul U_k x, which measured 3-5x faster on
-this CPU than the index-gather + mean of the definition (``omg-lite bench subdivide`` times both).
+Topology is precomputed once: edges and faces per level in ``__init__``, U_k (a CSR sparse
+matrix) on first use per device and dtype. A call per frame is then one sparse matmul U_k x per
+level, which measured 2x to 20x faster on this CPU than the index-gather + mean of the
+definition (``omg-lite bench subdivide`` times both).
 Written here because pytorch3d cannot be installed (see the project notes); the operation is the
 definition above and nothing more.
 
