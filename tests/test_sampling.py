@@ -155,6 +155,8 @@ def test_bad_input_raises_one_clear_error():
         sample_features(fm, pts, cam, padding_mode="reflection")
     with pytest.raises(ValueError, match="expected 1 or B=2"):
         sample_features(torch.zeros(2, 2, H, W, dtype=torch.float64), torch.zeros(2, 4, 3, dtype=torch.float64), _camera(batch=3))
+    with pytest.raises(ValueError, match="camera.to"):
+        sample_features(fm, pts.float(), cam)
     with pytest.raises(ValueError, match=r"uv must be \[B=1, V, 2\]"):
         sample_uv(fm, torch.zeros(1, 4, 3), W, H)
     with pytest.raises(ValueError, match="floating point"):

@@ -88,6 +88,8 @@ def sample_features(
             f"feature_map ({feature_map.device}), points_world ({points_world.device}) and camera ({camera.device}) "
             "must be on one device"
         )
+    if points_world.dtype != camera.K.dtype:
+        raise ValueError(f"points_world is {points_world.dtype} but the camera is {camera.K.dtype}; use camera.to(dtype=...)")
     pc = camera.world_to_camera(points_world)  # [B, V, 3]
     front = pc[..., 2] > 0  # [B, V]
     safe = torch.cat([pc[..., :2], torch.where(front, pc[..., 2], torch.ones_like(pc[..., 2]))[..., None]], -1)
