@@ -3,7 +3,9 @@
 Each component l is a smooth displacement field D_l(p) in metres, evaluated at the rest
 vertices, so that B(c) = sum_l c_l D_l is linear in the coefficients, like FLAME's. Fields are
 sums of Gaussian bumps and smooth steps around facial features; at c_l = 1 (coefficients are
-drawn ~ N(0, 1) as for FLAME) no vertex moves more than about 1 cm.
+drawn ~ N(0, 1) as for FLAME) no vertex moves more than about 1 cm. Unlike FLAME's PCA the
+components are not ordered by variance: drawing all of them ~ N(0, 1) at once gives strong,
+caricatured (still head-like) faces; ~ N(0, 0.5) gives everyday ones.
 
 Rules the fields keep:
 - Identity fields move each eyeball rigidly with the field at its centre (eyes keep their size).
@@ -118,7 +120,7 @@ def _head_width(q):
 
 
 def _head_height(q):
-    return _vec(dy=0.07 * q.y * _step(-0.01, 0.03, q.y))
+    return _vec(dy=0.055 * q.y * _step(-0.01, 0.03, q.y))
 
 
 def _head_depth(q):
@@ -127,7 +129,7 @@ def _head_depth(q):
 
 def _face_length(q):
     low = _step(0.01, -0.09, q.y) * (1 - _step(-0.13, -0.19, q.y))
-    return _vec(dy=-0.009 * low * _step(-0.06, 0.02, q.z))
+    return _vec(dy=-0.007 * low * _step(-0.06, 0.02, q.z))
 
 
 def _forehead(q):
@@ -136,7 +138,7 @@ def _forehead(q):
 
 def _nose_length(q):
     m = _g(q.x, 0.0, 0.009) * _step(0.035, 0.0, q.y) * _step(-0.036, -0.018, q.y) * _front_of(q, 0.05)
-    return _vec(dz=0.008 * m * _step(0.03, -0.012, q.y), dy=-0.002 * m)
+    return _vec(dz=0.006 * m * _step(0.03, -0.012, q.y), dy=-0.0015 * m)
 
 
 def _nose_width(q):
@@ -263,7 +265,7 @@ def _frown(q):
 def _brows_up(q):
     m = _brows(q) + 0.4 * _g(q.y, 0.07, 0.02) * _g(q.x, 0.0, 0.04) * _front_of(q, 0.03)
     up_lid = _eyes(q, 0.016, 0.008) * _step(EY, EY + 0.008, q.y)
-    return _vec(dy=0.007 * m + 0.0015 * up_lid)
+    return _vec(dy=0.0055 * m + 0.0015 * up_lid)
 
 
 def _brows_down(q):
@@ -285,7 +287,7 @@ def _eye_close_right(q):
 
 def _pucker(q):
     m = _lips(q) * 1.0 + 0.4 * _mouth(q, 0.03, 0.016)
-    return _vec(dx=-0.004 * np.tanh(q.x / 0.015) * m, dz=0.007 * m)
+    return _vec(dx=-0.0035 * np.tanh(q.x / 0.015) * m, dz=0.0055 * m)
 
 
 def _cheek_puff(q):
