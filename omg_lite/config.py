@@ -90,17 +90,69 @@ class SynthConfig:
 
 
 @dataclass
+class ModelConfig:
+    # Width C of the encoder's tokens and identity vector (ViT-S/14: 384, ViT-B/14: 768).
+    token_dim: int = 384
+    # Channels C' of the encoder's local map F_local (encoder.local_dim; the "bilinear" head: token_dim).
+    local_dim: int = 64
+    # Width D of the per-vertex features: the global queries, Psi_k and the fused F_h.
+    dim: int = 64
+    # Cross-attention decoder layers of the global branch (queries attend to tokens only).
+    layers: int = 2
+    # Attention heads per decoder layer (dim must be divisible by it).
+    heads: int = 4
+    # Hidden width of each decoder layer's MLP, as a multiple of dim.
+    mlp_ratio: int = 2
+    # Finest subdivision level K: LOD 0..K with the same weights (FLAME: 5023 -> 20018 -> 79936).
+    levels: int = 2
+    # Colour feature channels C per Gaussian, the first 3 are the coarse RGB (the paper: 32).
+    channels: int = 32
+    # Hidden width of the per-level Gaussian heads and of the shoulder conv head.
+    head_hidden: int = 64
+    # Bound of the vertex offsets Psi_offset in canonical space, metres (FLAME's unit).
+    max_offset: float = 0.05
+    # Bound of the shoulder offsets O_s along the plane normal, metres.
+    shoulder_offset: float = 0.1
+    # Refiner UNet: channels at full resolution (doubled at each stride-2 step).
+    refiner_width: int = 16
+    # Refiner UNet: number of stride-2 steps.
+    refiner_depth: int = 2
+    # Background value of the rendered RGB channels (the other feature channels get 0).
+    background: float = 1.0
+    # Relative depth tolerance of OAFF's visibility test z <= zhat (1 + tol).
+    visibility_tol: float = 1e-3
+    # Ablations (paper Table "w/o ..."): the cross-attention branch and its offsets.
+    use_global: bool = True
+    # Ablation: projectively sampled local features in the head Gaussians.
+    use_local: bool = True
+    # Ablation: the UNet refiner (off: refined = coarse).
+    use_refiner: bool = True
+    # Ablation: the shoulder Gaussians (off: head Gaussians only).
+    use_shoulder: bool = True
+    # Ablation: OAFF's visibility mask (off: M = 1).
+    use_visibility: bool = True
+
+
+@dataclass
 class Config:
     head: HeadConfig = field(default_factory=HeadConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 PRESETS: dict[str, Config] = {
-    "smoke": Config(encoder=EncoderConfig(local_size=64, head="bilinear")),
+    "smoke": Config(
+        encoder=EncoderConfig(local_size=64, head="bilinear"),
+        model=ModelConfig(local_dim=384, dim=32, layers=1, heads=2, channels=8, head_hidden=16, refiner_width=8, refiner_depth=1),
+    ),
     "lite": Config(),
-    "paper": Config(head=HeadConfig(n_shape=100, n_expr=50), encoder=EncoderConfig(name="vit_base_patch14_dinov2", image_size=518, local_size=296, local_dim=128)),
+    "paper": Config(
+        head=HeadConfig(n_shape=100, n_expr=50),
+        encoder=EncoderConfig(name="vit_base_patch14_dinov2", image_size=518, local_size=296, local_dim=128),
+        model=ModelConfig(token_dim=768, local_dim=128, dim=256, layers=2, heads=8, mlp_ratio=4, head_hidden=128, refiner_width=32, refiner_depth=3),
+    ),
 }
 
 

@@ -1,0 +1,60 @@
+"""The neural refiner (paper, Key Design 4: coarse feature map -> refined image).
+
+The splatted feature image F_r [B, C, H, W] (C = 32; its first three channels are the coarse
+RGB image I_c) goes through a light UNet R that predicts a correction of the coarse image:
+
+    I_r = I_c + R(F_r)
+
+The UNet has ``depth`` stride-2 steps, each with twice the channels of the one above, skip
+connections by concatenation, and 3x3 conv + GELU blocks; its last layer starts near zero, so
+a fresh refiner passes I_c through. It is a plain UNet: the StyleUNet of the paper's peers also
+modulates its convolutions with an identity code, which this one leaves out (per-frame work
+here reads nothing but the feature image). Inputs of any size are padded (replicate) to a
+multiple of 2^depth and cropped back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as Fn
+from torch import Tensor, nn
+
+
+def block(c_in: int, c_out: int) -> nn.Sequential:
+    """Two 3x3 convolutions with GELU."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.GELU(), nn.Conv2d(c_out, c_out, 3, padding=1), nn.GELU())
+
+
+class Refiner(nn.Module):
+    """I_r = I_c + UNet(F_r)."""
+
+    def __init__(self, channels: int, width: int, depth: int):
+        super().__init__()
+        widths = [width * 2**i for i in range(depth + 1)]  # channels at H, H/2, ..., H/2^depth
+        self.down = nn.ModuleList([block(channels, widths[0])] + [block(widths[i], widths[i + 1]) for i in range(depth)])
+        self.up = nn.ModuleList(block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth)))
+        self.out = nn.Conv2d(widths[0], 3, 1)
+        nn.init.normal_(self.out.weight, std=1e-3)
+        nn.init.zeros_(self.out.bias)
+        self.depth = depth
+
+    def forward(
+        self,
+        F_r: Tensor,  # [B, C, H, W] splatted feature image
+    ) -> Tensor:  # [B, 3, H, W] refined image I_r
+        H, W = F_r.shape[-2:]
+        m = 2**self.depth
+        x = Fn.pad(F_r, (0, -W % m, 0, -H % m), mode="replicate")
+        skips = []
+        for i, down in enumerate(self.down):
+            x = down(x if i == 0 else Fn.avg_pool2d(x, 2))
+            skips.append(x)
+        skips.pop()
+        for up in self.up:
+            x = up(upsample_cat(x, skips.pop()))
+        return F_r[:, :3] + self.out(x)[..., :H, :W]
+
+
+def upsample_cat(x: Tensor, skip: Tensor) -> Tensor:
+    """Upsample x to the skip's size (bilinear, x2) and concatenate: [B, c_x + c_s, h, w]."""
+    return torch.cat([Fn.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip], 1)
