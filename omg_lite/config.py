@@ -90,6 +90,52 @@ class SynthConfig:
 
 
 @dataclass
+class TrainConfig:
+    # Training clips (an `omg-lite synth` set or tracked clips, see omg_lite.train.data); "" renders a synthetic set into RUN/data.
+    data: str = ""
+    # The synthetic set rendered when data is "": identities, frames per identity and seed (size = image_size).
+    synth_identities: int = 8
+    synth_frames: int = 8
+    synth_seed: int = 0
+    # Identities held out from training (the last clips by name), for the held-out metrics.
+    heldout: int = 1
+    # Side of the square training images; frames are resized to it and their intrinsics scaled.
+    image_size: int = 128
+    # Pairs per optimisation step, all processes together (DDP splits it evenly).
+    batch_size: int = 4
+    # Optimisation steps; epochs > 0 sets them instead (steps = ceil(epochs x pairs / batch_size)).
+    steps: int = 2000
+    epochs: float = 0.0
+    # Adam learning rate.
+    lr: float = 1e-4
+    # Loss weights lambda1..lambda4 of L = l1 L2 + l2 (1 - SSIM) + l3 LPIPS + l4 ||offset||_2 (paper: 10, 1, 0.1, 0.1).
+    w_l2: float = 10.0
+    w_ssim: float = 1.0
+    w_lpips: float = 0.1
+    w_offset: float = 0.1
+    # LPIPS trunk: alex, vgg or squeeze (random trunk with a warning when its ImageNet weights are not cached).
+    lpips_net: str = "alex"
+    # Coarse-to-fine: the fractions of the run at which the level of detail goes up (lod 0, then 1, then 2).
+    lod_schedule: tuple[float, ...] = (1 / 3, 2 / 3)
+    # Seed of the model's initialisation and of the order of pairs.
+    seed: int = 0
+    # "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+    device: str = "auto"
+    # bfloat16 autocast for the forward pass; used on CUDA only.
+    amp: bool = False
+    # Cache the frozen backbone's features of source images on disk ("" = RUN/feature_cache); "off" disables.
+    feature_cache: str = ""
+    # DataLoader worker processes.
+    num_workers: int = 0
+    # Log scalars every N steps, sample images every M steps, a checkpoint every K steps (and at the end).
+    log_every: int = 10
+    image_every: int = 200
+    ckpt_every: int = 500
+    # Checkpoints kept on disk (the newest ones; 0 keeps all).
+    keep: int = 3
+
+
+@dataclass
 class ModelConfig:
     # Width C of the encoder's tokens and identity vector (ViT-S/14: 384, ViT-B/14: 768).
     token_dim: int = 384
@@ -140,18 +186,21 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 PRESETS: dict[str, Config] = {
     "smoke": Config(
         encoder=EncoderConfig(local_size=64, head="bilinear"),
         model=ModelConfig(local_dim=384, dim=32, layers=1, heads=2, channels=8, head_hidden=16, refiner_width=8, refiner_depth=1),
+        train=TrainConfig(synth_identities=3, synth_frames=3, image_size=64, batch_size=2, steps=3, log_every=1, image_every=3, ckpt_every=2),
     ),
-    "lite": Config(),
+    "lite": Config(train=TrainConfig(synth_identities=12, synth_frames=8, heldout=2, image_size=128, batch_size=4, steps=1500)),
     "paper": Config(
         head=HeadConfig(n_shape=100, n_expr=50),
         encoder=EncoderConfig(name="vit_base_patch14_dinov2", image_size=518, local_size=296, local_dim=128),
         model=ModelConfig(token_dim=768, local_dim=128, dim=256, layers=2, heads=8, mlp_ratio=4, head_hidden=128, refiner_width=32, refiner_depth=3),
+        train=TrainConfig(image_size=512, batch_size=8, epochs=6.0, lpips_net="vgg", amp=True, feature_cache="off", num_workers=8, log_every=50, image_every=2000, ckpt_every=5000),
     ),
 }
 

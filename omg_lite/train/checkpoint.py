@@ -1,0 +1,143 @@
+"""Training checkpoints: written atomically, read without pickle, checked before use.
+
+A run folder holds::
+
+    RUN/config.json                      the full config (and preset name) of the run
+    RUN/checkpoints/step_000500.safetensors   trainable weights (safetensors; frozen parts excluded)
+    RUN/checkpoints/step_000500.state.pt      optimizer state, RNG states, step (torch.load(weights_only=True))
+    RUN/checkpoints/latest               the name of the newest complete checkpoint ("step_000500")
+
+Each file is written to a temporary name in the same folder, flushed to disk and renamed into
+place (``os.replace`` is atomic on POSIX), weights first, then state, then ``latest``: a crash at
+any moment leaves ``latest`` naming a complete checkpoint. The weights file's metadata carries a
+format tag, the step, the config and a sha256 of every tensor's bytes, so a corrupt, truncated or
+foreign file is refused with one clear error instead of being loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+FORMAT = "omg_lite.train"
+VERSION = "1"
+LATEST = "latest"
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)``, fsync, then rename onto ``path``; nothing half-written survives."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def tensors_digest(tensors: dict[str, Tensor]) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every tensor, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_checkpoint(run: Path, step: int, weights: dict[str, Tensor], state: dict, config: dict, keep: int = 0) -> Path:
+    """Write step ``step``'s weights and state, then point ``latest`` at them; keep the newest ``keep`` (0: all)."""
+    folder = Path(run) / "checkpoints"
+    name = step_name(step)
+    weights = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+    meta = {"format": FORMAT, "version": VERSION, "step": str(step), "config": json.dumps(config), "sha256": tensors_digest(weights)}
+    atomic_write(folder / f"{name}.safetensors", lambda tmp: save_file(weights, tmp, metadata=meta))
+    atomic_write(folder / f"{name}.state.pt", lambda tmp: torch.save({"format": FORMAT, "step": step, **state}, tmp))
+    atomic_write_text(folder / LATEST, name + "\n")
+    if keep > 0:
+        for old in sorted(folder.glob("step_*.safetensors"))[:-keep]:
+            old.unlink()
+            (folder / old.name.replace(".safetensors", ".state.pt")).unlink(missing_ok=True)
+    return folder / f"{name}.safetensors"
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    """The newest complete checkpoint's weights file, or None when the run has none."""
+    folder = Path(run) / "checkpoints"
+    pointer = folder / LATEST
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    path = folder / f"{name}.safetensors"
+    if not name.startswith("step_") or not path.is_file() or not (folder / f"{name}.state.pt").is_file():
+        raise ValueError(f"{pointer} names {name!r} but its files are not in {folder}; the run folder was edited by hand: point 'latest' at an existing step_XXXXXX")
+    return path
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read and verify a weights file -> (tensors, metadata); any damage is a ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"checkpoint {path} is corrupt or truncated (not a readable safetensors file: {e}); resume from an earlier one or retrain") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an omg_lite training checkpoint (its metadata has no format={FORMAT!r}); it was written by another program")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"checkpoint {path} has format version {meta.get('version')!r}; this omg_lite reads version {VERSION}")
+    if tensors_digest(tensors) != meta.get("sha256"):
+        raise ValueError(f"checkpoint {path} is corrupt: its tensors do not match the checksum written with them; resume from an earlier one or retrain")
+    return tensors, meta
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    """Read a ``.state.pt`` with ``torch.load(weights_only=True)`` (tensors, numbers, strings only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint state at {path} (each step_XXXXXX.safetensors has a step_XXXXXX.state.pt beside it)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"checkpoint state {path} is corrupt, truncated or not an omg_lite state file ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an omg_lite checkpoint state file; it was written by another program")
+    return state
+
+
+def check_fits(path: Path, tensors: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+    """Refuse a checkpoint whose tensor names or shapes differ from the model's, naming the first few."""
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    shapes = [f"{k}: {tuple(tensors[k].shape)} vs {tuple(expected[k].shape)}" for k in sorted(set(tensors) & set(expected)) if tensors[k].shape != expected[k].shape]
+    if missing or extra or shapes:
+        parts = [f"missing {missing[:3]}" * bool(missing), f"unexpected {extra[:3]}" * bool(extra), f"shapes differ {shapes[:3]}" * bool(shapes)]
+        raise ValueError(f"checkpoint {path} does not fit this model ({'; '.join(p for p in parts if p)}): it was trained with another configuration")
