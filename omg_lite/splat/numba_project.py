@@ -174,16 +174,16 @@ def project_forward(means, quats, scales, opacities, features, K, Rc, tc, width,
 
 
 @nb.njit(parallel=True, cache=True)
-def project_backward(means, quats, scales, K, Rc, tc, width, height, radii, conics, rows, g_offsets, g_entries,
+def project_backward(means, quats, scales, K, Rc, tc, width, height, radii, conics, rows, g_offsets,
                      g_means, g_quats, g_scales, g_opacities, g_features):
-    """Sum each Gaussian's rows (du, dv, da, db, dc, do, dz, dcolour[C]) and push them to the inputs."""
+    """Sum each Gaussian's rows g_offsets[i]:g_offsets[i + 1] (du, dv, da, db, dc, do, dz, dcolour[C])
+    and push them through the projection to the inputs."""
     B, N = radii.shape[:2]
     C = g_features.shape[2]
     for i in nb.prange(B * N):
         b, g = i // N, i % N
         gu = gv = gA = gB = gC = go = gz = 0.0
-        for j in range(g_offsets[i], g_offsets[i + 1]):
-            r = g_entries[j]
+        for r in range(g_offsets[i], g_offsets[i + 1]):
             gu += rows[r, 0]
             gv += rows[r, 1]
             gA += rows[r, 2]

@@ -21,8 +21,9 @@ S_i = sum_{j>i} alpha_j T_j (c_j . g) and dL/dT_N from alpha, depth and backgrou
     T_i         = T_{i+1} / (1 - alpha_i)                    (recovered, not stored)
     dL/do_i     = dL/dalpha_i exp(-sigma_i),  dL/dsigma_i = -dL/dalpha_i alpha_i  (0 where clamped)
 
-Each tile writes the gradient of each of its list entries into a row of its own (no races, a
-fixed summation order); the projection's backward sums each Gaussian's rows. Computation is in
+Each tile writes the gradient of each of its list entries into a row of its own, laid out
+Gaussian-major (no races, a fixed summation order); the projection's backward then sums each
+Gaussian's consecutive rows. Computation is in
 float32 (float64 for transmittance), whatever the input dtype.
 """
 
@@ -41,14 +42,34 @@ from omg_lite.splat.project import ALPHA_MIN
 from omg_lite.splat.torch_render import ALPHA_MAX, T_MIN
 
 TILE = 16
+# Tiles handed to a thread at a time: tiles cost very different amounts (background vs face),
+# so threads take small chunks as they finish instead of one equal share each.
+CHUNK = 8
 # Row layout per list entry: du, dv, d conic (a, b, c), d opacity, d depth, then d colour [C].
 NG = 7
 
 
-@nb.njit(cache=True)
-def bin_tiles(means2d, radii, depths, width, height):
-    """Depth-ordered Gaussian ids per tile (CSR: tile_offsets, ids) and each Gaussian's list positions."""
+def depth_order(
+    depths: np.ndarray,  # [B, N] float32
+    radii: np.ndarray,  # [B, N, 2] int32
+) -> np.ndarray:  # [B, N] int64
+    """Gaussian ids by increasing depth, ties by id, culled ones last.
+
+    Sorts int64 keys (depth bits << 32 | id): positive float32 depths order like their bit
+    patterns, and distinct keys make any sort behave like a stable one (numpy's SIMD sort).
+    """
     B, N = depths.shape
+    keys = (depths.view(np.int32).astype(np.int64) << 32) | np.arange(N, dtype=np.int64)
+    culled = (radii == 0).all(-1)
+    keys[culled] = (np.int64(0x7FFFFFFF) << 32) | keys[culled] & 0xFFFFFFFF  # above every finite depth
+    return np.sort(keys, axis=1) & 0xFFFFFFFF
+
+
+@nb.njit(cache=True)
+def bin_tiles(means2d, radii, order, width, height):
+    """Depth-ordered Gaussian ids per tile (CSR: tile_offsets, ids), and for each list entry its
+    slot in a Gaussian-major layout (Gaussian (b, g) owns slots g_offsets[b N + g] onwards)."""
+    B, N = order.shape
     TW = (width + TILE - 1) // TILE
     TH = (height + TILE - 1) // TILE
     box = np.zeros((B, N, 4), np.int64)  # tiles [tx0, tx1) x [ty0, ty1)
@@ -72,30 +93,31 @@ def bin_tiles(means2d, radii, depths, width, height):
     tile_offsets = np.cumsum(per_tile)
     g_offsets = np.cumsum(g_offsets)
     ids = np.empty(tile_offsets[-1], np.int32)  # Gaussian id of each list entry
-    g_entries = np.empty(tile_offsets[-1], np.int64)  # list positions of each Gaussian
+    slots = np.empty(tile_offsets[-1], np.int64)  # Gaussian-major slot of each list entry
     cursor = tile_offsets[:-1].copy()
     for b in range(B):
-        for g in np.argsort(depths[b], kind="mergesort"):
+        for g in order[b]:
             k = g_offsets[b * N + g]
             for ty in range(box[b, g, 2], box[b, g, 3]):
                 for tx in range(box[b, g, 0], box[b, g, 1]):
                     t = (b * TH + ty) * TW + tx
                     ids[cursor[t]] = g
-                    g_entries[k] = cursor[t]
+                    slots[cursor[t]] = k
                     cursor[t] += 1
                     k += 1
-    return tile_offsets, ids, g_offsets, g_entries
+    return tile_offsets, ids, g_offsets, slots
 
 
 @nb.njit(cache=True, fastmath=True)
 def _axpy(w, x, y):
-    """y += w x over the channels (reassociation allowed: SIMD)."""
+    """y += w x over the channels (fastmath: SIMD; a win in the backward, not in the forward)."""
     for k in range(len(y)):
         y[k] += w * x[k]
 
 
 @nb.njit(cache=True, fastmath=True)
 def _dot(x, y):
+    """x . y over the channels (fastmath lets the sum reassociate: SIMD)."""
     total = np.float32(0.0)
     for k in range(len(x)):
         total += x[k] * y[k]
@@ -172,7 +194,9 @@ def blend_forward(means2d, conics, opacities, colors, depths, radii, background,
                         n_done += 1
                         continue
                     w = alpha * T[p]
-                    _axpy(np.float32(w), colors[b, g], acc[p])
+                    w32 = np.float32(w)
+                    for k in range(C):
+                        acc[p, k] += w32 * colors[b, g, k]
                     acc_z[p] += w * depths[b, g]
                     T[p] = t_next
                     end[p] = e + 1
@@ -194,9 +218,9 @@ def blend_forward(means2d, conics, opacities, colors, depths, radii, background,
 
 
 @nb.njit(parallel=True, cache=True)
-def blend_backward(means2d, conics, opacities, colors, depths, radii, background, tile_offsets, ids,
+def blend_backward(means2d, conics, opacities, colors, depths, radii, background, tile_offsets, ids, slots,
                    t_final, last, alpha_out, depth_out, g_image, g_alpha, g_depth, rows, g_background):
-    """Fill rows [M, 7 + C] (one per list entry) and g_background [tiles, C] (per-tile sums)."""
+    """Fill rows [M, 7 + C] (list entry e in row slots[e]) and g_background [tiles, C] (per-tile sums)."""
     B, _, C = colors.shape
     H, W = t_final.shape[1:]
     TW, TH = (W + TILE - 1) // TILE, (H + TILE - 1) // TILE
@@ -277,10 +301,11 @@ def blend_backward(means2d, conics, opacities, colors, depths, radii, background
                         da += d_sigma * 0.5 * dx * dx
                         db += d_sigma * dx * dy
                         dc += d_sigma * 0.5 * dy * dy
-            rows[e, 0], rows[e, 1], rows[e, 2], rows[e, 3] = du, dv, da, db
-            rows[e, 4], rows[e, 5], rows[e, 6] = dc, do, dz
+            r = slots[e]
+            rows[r, 0], rows[r, 1], rows[r, 2], rows[r, 3] = du, dv, da, db
+            rows[r, 4], rows[r, 5], rows[r, 6] = dc, do, dz
             for k in range(C):
-                rows[e, NG + k] = d_colour[k]
+                rows[r, NG + k] = d_colour[k]
 
 
 def _f32(x: Tensor) -> np.ndarray:
@@ -309,17 +334,18 @@ class _FastSplat(torch.autograd.Function):
         message = nproj.status_error(status)
         if message is not None:
             raise ValueError(message)
-        tile_offsets, ids, g_offsets, g_entries = bin_tiles(means2d, radii, depths, W, H)
+        tile_offsets, ids, g_offsets, slots = bin_tiles(means2d, radii, depth_order(depths, radii), W, H)
         image = np.empty((B, C, H, W), np.float32)
         alpha = np.empty((B, 1, H, W), np.float32)
         depth = np.empty((B, 1, H, W), np.float32)
         t_final = np.empty((B, H, W), np.float64)
         last = np.empty((B, H, W), np.int64)
         pairs = np.zeros(len(tile_offsets) - 1, np.int64)
-        blend_forward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids,
-                      image, alpha, depth, t_final, last, pairs)
+        with nb.parallel_chunksize(CHUNK):
+            blend_forward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids,
+                          image, alpha, depth, t_final, last, pairs)
         ctx.arrays = (m, q, s, o, f, bg, K, R, t, means2d, conics, depths, radii,
-                      tile_offsets, ids, g_offsets, g_entries, t_final, last, alpha.copy(), depth.copy())
+                      tile_offsets, ids, g_offsets, slots, t_final, last, alpha.copy(), depth.copy())
         ctx.size = (W, H)
         dtype = means.dtype
         outs = [torch.from_numpy(x).to(dtype) for x in (image, alpha, depth)]
@@ -330,19 +356,20 @@ class _FastSplat(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_image, g_alpha, g_depth, _g_pairs):
         (m, q, s, o, f, bg, K, R, t, means2d, conics, depths, radii,
-         tile_offsets, ids, g_offsets, g_entries, t_final, last, alpha, depth) = ctx.arrays
+         tile_offsets, ids, g_offsets, slots, t_final, last, alpha, depth) = ctx.arrays
         W, H = ctx.size
         B, N, C = f.shape
         rows = np.zeros((len(ids), NG + C), np.float32)
         g_bg = np.zeros((len(tile_offsets) - 1, C), np.float64)
-        blend_backward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids,
-                       t_final, last, alpha, depth, _f32(g_image), _f32(g_alpha), _f32(g_depth), rows, g_bg)
+        with nb.parallel_chunksize(CHUNK):
+            blend_backward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids, slots,
+                           t_final, last, alpha, depth, _f32(g_image), _f32(g_alpha), _f32(g_depth), rows, g_bg)
         g_means = np.zeros((B, N, 3), np.float32)
         g_quats = np.zeros((B, N, 4), np.float32)
         g_scales = np.zeros((B, N, 3), np.float32)
         g_opac = np.zeros((B, N), np.float32)
         g_feat = np.zeros((B, N, C), np.float32)
-        nproj.project_backward(m, q, s, K, R, t, W, H, radii, conics, rows, g_offsets, g_entries,
+        nproj.project_backward(m, q, s, K, R, t, W, H, radii, conics, rows, g_offsets,
                                g_means, g_quats, g_scales, g_opac, g_feat)
         g_bg = g_bg.reshape(B, -1, C).sum(1)
         dtype = g_image.dtype
