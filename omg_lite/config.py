@@ -80,7 +80,7 @@ class SynthConfig:
     # Height of the head above the camera axis, metres: the neck-and-shoulders fit below it.
     head_height: float = 0.05
     # Standard deviation of the identity coefficients beta (clipped at 2.5 std).
-    shape_std: float = 1.0
+    shape_std: float = 0.6
     # Largest standard deviation of a frame's expression coefficients psi (clipped at 2.5 std).
     expression_std: float = 1.0
     # The colour image is rendered this many times larger and box-filtered (anti-aliasing).

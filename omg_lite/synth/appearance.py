@@ -9,7 +9,7 @@ positions, so the paint follows the skin when the face moves:
   ``a(v) = skin * (1 + sum_k s_k sin(w_k . x_v + phi_k))`` and a blush around the cheeks;
 - hair on the scalp region and on the forehead above a random hairline (no hair shell: the hair
   is albedo on the head mesh, so the head mask is exactly the head model's silhouette);
-- brows, lips and a redder nose tip blended over the skin;
+- brows, lips, a redder nose tip and a dark mouth interior blended over the skin;
 - eyeballs: a white sclera, a coloured iris and a dark pupil, placed by the angle between a
   vertex's direction from its eyeball's centre and the gaze (+z in the neutral pose).
 
@@ -47,10 +47,12 @@ HAIR_COLOURS = {
 IRIS_COLOURS = np.array([[0.30, 0.18, 0.09], [0.18, 0.11, 0.06], [0.30, 0.45, 0.62], [0.35, 0.45, 0.28], [0.45, 0.36, 0.20]])
 SCLERA = (0.90, 0.88, 0.84)
 PUPIL = (0.03, 0.03, 0.03)
+MOUTH = (0.45, 0.2, 0.2)  # the mouth interior: the skin darkened towards red
 # Angular radii of iris and pupil on the eyeball (a 12 mm eyeball carries a ~6 mm iris).
 IRIS_ANGLE = np.radians(34.0)
 PUPIL_ANGLE = np.radians(13.0)
 N_WAVES = 4  # low-frequency variation terms
+REGIONS = ("scalp", "face", "lips", "eyeballs", "brows", "nose")  # head-model regions painted (plus "mouth_interior" if any)
 
 
 @dataclass
@@ -83,7 +85,8 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
     skin = _jitter(rng, SKIN_RAMP[i] + (t - i) * (SKIN_RAMP[i + 1] - SKIN_RAMP[i]), 0.05)
     names = list(HAIR_COLOURS)
     probs = np.array([HAIR_COLOURS[n][1] for n in names])
-    hair = _jitter(rng, np.array(HAIR_COLOURS[names[rng.choice(len(names), p=probs / probs.sum())]][0]), 0.15)
+    hair = np.array(HAIR_COLOURS[names[rng.choice(len(names), p=probs / probs.sum())]][0])
+    hair = _jitter(rng, hair * rng.uniform(0.8, 1.2), 0.05)  # lighter or darker, hue kept
     brows = 0.55 * hair + 0.45 * np.minimum(hair, skin * 0.35)
     lips = np.clip(skin * np.array([0.86, 0.58, 0.58]) + rng.uniform(0.0, 0.06) * np.array([1.0, 0.2, 0.3]), 0.0, 1.0)
     iris = _jitter(rng, IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))], 0.15)
@@ -96,7 +99,7 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
         brows=brows.tolist(),
         lips=lips.tolist(),
         iris=iris.tolist(),
-        hairline=float(rng.uniform(0.045, 0.065)),
+        hairline=float(rng.uniform(0.02, 0.04)),
         blush=float(rng.uniform(0.0, 0.35)),
         wave_freq=freq.tolist(),
         wave_phase=rng.uniform(0.0, 2 * np.pi, N_WAVES).tolist(),
@@ -129,9 +132,9 @@ def head_albedo(
 ) -> Tensor:  # [V, 3] sRGB albedo
     """Paint an identity's look onto its head mesh (see the module docstring)."""
     V = neutral.shape[0]
-    missing = [r for r in ("scalp", "lips", "eyeballs", "brows", "nose") if r not in regions]
+    missing = [r for r in REGIONS if r not in regions]
     if missing:
-        raise ValueError(f"head model has no region(s) {missing}; synth needs them to paint hair, lips, eyes, brows and nose")
+        raise ValueError(f"head model has no region(s) {missing}; synth paints with {list(REGIONS)}")
     colour = lambda c: torch.tensor(c, dtype=neutral.dtype, device=neutral.device)  # noqa: E731
     f = lambda name: regions[name].to(device=neutral.device, dtype=neutral.dtype)  # noqa: E731
     y = neutral[:, 1]
@@ -146,11 +149,16 @@ def head_albedo(
     albedo = _blend(albedo, albedo * colour([1.0, 0.86, 0.84]), 0.6 * f("nose") * _smoothstep((neutral[:, 2] - landmarks[30, 2] + 0.02) / 0.02))
     albedo = _blend(albedo, colour(app.lips), f("lips"))
     albedo = _blend(albedo, colour(app.brows), 0.85 * f("brows"))
+    if "mouth_interior" in regions:
+        albedo = _blend(albedo, albedo * colour(MOUTH), f("mouth_interior"))
 
-    # Hair: the scalp, plus the forehead above the hairline (soft over 8 mm).
+    # Hair: the scalp region at the back and sides; at the front, scalp or face above the
+    # identity's hairline (soft over 6 mm), so foreheads range from a fringe to a receding line.
     brow_y = landmarks[17:27, 1].mean()
-    above = _smoothstep((y - (brow_y + app.hairline)) / 0.008)
-    hair = torch.maximum(f("scalp"), above) * (1 - f("eyeballs"))
+    above = _smoothstep((y - (brow_y + app.hairline)) / 0.006)
+    front = _smoothstep(neutral[:, 2] / 0.02)
+    scalp_or_face = torch.maximum(f("scalp"), f("face"))
+    hair = (1 - front) * f("scalp") + front * above * scalp_or_face
     albedo = _blend(albedo, colour(app.hair) * low_frequency(neutral * 3.0, app.wave_freq, app.wave_phase, app.wave_amp)[:, None], hair)
 
     # Eyes: sclera, iris and pupil by the angle from the gaze direction (+z) at each eyeball centre.

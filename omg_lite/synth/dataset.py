@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from omg_lite.config import Config
 from omg_lite.geometry.camera import Camera
+from omg_lite.head import load_head_model
 from omg_lite.head.params import HeadParams, load_clip, save_clip
 from omg_lite.synth.appearance import head_albedo, sample_appearance
 from omg_lite.synth.scene import render, sample_background, sample_light
@@ -85,8 +86,10 @@ def _sample_frames(rng: np.random.Generator, frames: int, n_expr: int, cfg: Conf
     """Expressions [M, E] and poses [M, 15] (root, neck, jaw, eye L, eye R axis-angles)."""
     s = cfg.synth
     M = frames
-    strength = rng.uniform(0.2, 1.0, (M, 1)) * s.expression_std
-    expression = np.clip(rng.normal(0.0, 1.0, (M, n_expr)) * strength, -2.5 * s.expression_std, 2.5 * s.expression_std)
+    # a few components at a time, as real expressions are (all at once gives grimaces)
+    active = rng.uniform(size=(M, n_expr)) < 0.35
+    strength = rng.uniform(0.3, 1.0, (M, 1)) * s.expression_std
+    expression = np.clip(rng.normal(0.0, 1.0, (M, n_expr)) * strength * active, -2.5 * s.expression_std, 2.5 * s.expression_std)
     # the head's orientation, split between the root and the neck joints
     total = np.stack(
         [
@@ -132,8 +135,6 @@ def write_synth(
         raise ValueError("synth.supersample and synth.batch_frames must be at least 1")
     out = Path(out)
     _check_target(out, overwrite)
-    from omg_lite.head import load_head_model
-
     head = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -143,7 +144,6 @@ def write_synth(
         with tqdm(total=identities * frames, unit="frame", desc="synth", disable=not progress) as bar:
             for i in range(identities):
                 torso_counts = _write_clip(tmp / _clip_name(i), head, np.random.default_rng(seeds[i]), frames, size, cfg, bar)
-        source = str(head.source)
         meta = {
             "generator": "omg_lite.synth",
             "version": GENERATOR_VERSION,
@@ -153,11 +153,11 @@ def write_synth(
             "size": size,
             "clips": [_clip_name(i) for i in range(identities)],
             "head_model": {
-                "source": source if source == "standin" else Path(source).name,
+                "source": head.source,
                 "n_shape": int(head.n_shape),
                 "n_expr": int(head.n_expr),
-                "n_vertices": int(head.faces.max()) + 1,
-                "n_faces": int(head.faces.shape[0]),
+                "n_vertices": int(head.num_vertices),
+                "n_faces": int(head.num_faces),
             },
             "torso": {"n_vertices": torso_counts[0], "n_faces": torso_counts[1]},
             "camera": asdict(cfg.camera),

@@ -30,7 +30,9 @@ from torch import Tensor
 from omg_lite.synth.appearance import low_frequency
 
 N_RINGS = 48  # rings from the collar down
-N_AROUND = 96  # vertices per ring
+N_SKIN = 8  # of which between the collar and the neckline
+N_AROUND = 128  # vertices per ring
+MIN_DIP = 0.002  # the neckline lies at least this far below the collar (metres)
 LENGTH = 0.45  # metres from the collar to the bottom ring
 
 
@@ -42,6 +44,7 @@ class TorsoParams:
     collar_half: list[float]  # [2] half-width (x) and half-depth (z) of the top ring
     shoulder_half_width: float  # half the shoulder breadth, a(d) at the shoulder tips
     shoulder_drop: float  # how far the shoulder tips lie below the collar
+    collar_rise: float  # how much higher the collar sits at the sides and back than at the front
     chest_half_depth: float  # b(d) at the chest
     chest_forward: float  # how far the chest's centre lies in front of the collar's
     yaw: float  # the torso's turn about the vertical axis through the collar centre
@@ -56,7 +59,7 @@ class TorsoParams:
 def sample_torso(
     rng: np.random.Generator,
     neck: Tensor,  # [N, 3] the neutral head's neck vertices (world)
-    collar_overlap: float = 0.045,
+    collar_overlap: float = 0.055,
 ) -> TorsoParams:
     """Draw shoulders that fit the neck: the collar hugs the neck ``collar_overlap`` above its end."""
     if neck.ndim != 2 or neck.shape[0] < 3 or neck.shape[1] != 3:
@@ -76,13 +79,14 @@ def sample_torso(
     return TorsoParams(
         collar_centre=centre,
         collar_half=half,
-        shoulder_half_width=float(rng.uniform(0.17, 0.22)),
-        shoulder_drop=float(rng.uniform(0.075, 0.105)),
+        shoulder_half_width=float(rng.uniform(0.18, 0.23)),
+        shoulder_drop=float(rng.uniform(0.065, 0.09)),
+        collar_rise=float(rng.uniform(0.015, 0.03)),
         chest_half_depth=float(rng.uniform(0.095, 0.125)),
         chest_forward=float(rng.uniform(0.0, 0.025)),
         yaw=float(np.radians(rng.uniform(-12.0, 12.0))),
         clothing=list(colorsys.hsv_to_rgb(h, s, v)),
-        neckline_depth=float(rng.uniform(0.06, 0.13) if v_neck else rng.uniform(0.015, 0.07)),
+        neckline_depth=float(rng.uniform(0.05, 0.1) if v_neck else rng.uniform(0.01, 0.05)),
         neckline_v=v_neck,
     )
 
@@ -93,20 +97,36 @@ def _smoothstep(x: Tensor) -> Tensor:
 
 
 def torso_mesh(p: TorsoParams, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
-    """The torso surface: vertices [V, 3] (world), faces [F, 3], skin weight [V] (1 above the neckline)."""
-    d = LENGTH * torch.linspace(0.0, 1.0, N_RINGS, dtype=torch.float64) ** 1.6  # [R] drops, dense at the top
+    """The torso surface: vertices [V, 3] (world), faces [F, 3], skin weight [V] (1 above the neckline).
+
+    The rings follow the neckline: rings 0 .. N_SKIN - 1 share the band between the collar and
+    the neckline, ring N_SKIN repeats the last of them (a zero-area seam) and the rest reach down
+    to LENGTH, so the skin / clothing edge is a crisp curve whatever the mesh resolution.
+    """
     t = torch.arange(N_AROUND, dtype=torch.float64) * (2 * math.pi / N_AROUND)  # [A] angle, front at pi/2
+    off = torch.remainder(t - math.pi / 2 + math.pi, 2 * math.pi) - math.pi  # [A] angle from the front
+    if p.neckline_v:
+        dip = p.neckline_depth * (1 - off.abs() / 0.9).clamp_min(0)
+    else:
+        dip = p.neckline_depth * torch.cos(off).clamp_min(0) ** 2
+    dip = dip.clamp_min(MIN_DIP)[None]  # [1, A] drop of the neckline below the collar
+    above = torch.linspace(0.0, 1.0, N_SKIN, dtype=torch.float64)[:, None] * dip  # [N_SKIN, A]
+    s = torch.linspace(0.0, 1.0, N_RINGS - N_SKIN, dtype=torch.float64)[:, None]
+    below = dip + (LENGTH - dip) * s**1.6  # [R - N_SKIN, A], dense near the neckline
+    d = torch.cat([above, below])  # [R, A] drop of each vertex below the collar
+
     u = _smoothstep(d / p.shoulder_drop) ** 0.85
-    a = p.collar_half[0] + (p.shoulder_half_width - p.collar_half[0]) * u  # [R]
+    a = p.collar_half[0] + (p.shoulder_half_width - p.collar_half[0]) * u  # [R, A] half-width
     a = a * (1 + 0.05 * (d - p.shoulder_drop).clamp_min(0) / 0.1)
     b = p.collar_half[1] + (p.chest_half_depth - p.collar_half[1]) * _smoothstep(d / (1.4 * p.shoulder_drop))
-    n = 2.0 + _smoothstep(d / p.shoulder_drop)  # [R] superellipse exponent
+    n = 2.0 + _smoothstep(d / p.shoulder_drop)  # superellipse exponent
     fwd = p.chest_forward * _smoothstep(d / (2 * p.shoulder_drop))
 
     cos, sin = torch.cos(t)[None], torch.sin(t)[None]  # [1, A]
-    x = a[:, None] * cos.sign() * cos.abs() ** (2 / n[:, None])  # [R, A]
-    z = b[:, None] * sin.sign() * sin.abs() ** (2 / n[:, None]) + fwd[:, None]
-    y = -d[:, None].expand_as(x)
+    x = a * cos.sign() * cos.abs() ** (2 / n)  # [R, A]
+    z = b * sin.sign() * sin.abs() ** (2 / n) + fwd
+    # the collar line rises at the sides and back of the neck; lower rings are level
+    y = -d + p.collar_rise * (1 - sin.clamp_min(0) ** 2) * (1 - _smoothstep(d / p.shoulder_drop))
     cy, sy = math.cos(p.yaw), math.sin(p.yaw)
     c = torch.tensor(p.collar_centre, dtype=torch.float64)
     verts = torch.stack([cy * x + sy * z + c[0], y + c[1], -sy * x + cy * z + c[2]], -1).reshape(-1, 3)
@@ -118,14 +138,7 @@ def torso_mesh(p: TorsoParams, dtype: torch.dtype = torch.float32) -> tuple[Tens
     v10 = v00 + N_AROUND
     v11 = v01 + N_AROUND
     faces = torch.cat([torch.stack([v00, v01, v10], -1), torch.stack([v01, v11, v10], -1)]).reshape(-1, 3)
-
-    # neckline: how far below the collar clothing starts, by angle from the front
-    off = torch.remainder(t - math.pi / 2 + math.pi, 2 * math.pi) - math.pi  # [A] in (-pi, pi]
-    if p.neckline_v:
-        dip = p.neckline_depth * (1 - off.abs() / 0.9).clamp_min(0)
-    else:
-        dip = p.neckline_depth * torch.cos(off).clamp_min(0) ** 2
-    skin = _smoothstep((dip[None, :] - d[:, None]) / 0.01 + 0.5).reshape(-1)  # [V]
+    skin = (torch.arange(N_RINGS) < N_SKIN)[:, None].expand(N_RINGS, N_AROUND).reshape(-1)  # [V]
     return verts.to(dtype), faces, skin.to(dtype)
 
 

@@ -1,0 +1,206 @@
+"""The synthetic portrait world, checked against the world's own ground truth.
+
+Independent truths: the head model + z-buffer re-run from the saved params.npz alone (head
+masks), a brute-force ray-triangle intersection written here (depth), set algebra on the saved
+masks, byte comparison of two runs, and the torso's immobility between frames of a clip.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from omg_lite import cli
+from omg_lite.geometry.zbuffer import rasterize
+from omg_lite.head import load_head_model
+from omg_lite.head.params import load_clip
+from omg_lite.synth import SynthDataset, load_frame, write_synth
+
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "set"
+    write_synth(out, identities=2, frames=2, size=64, seed=SEED, progress=False)
+    return out
+
+
+def _png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _head(root: Path):
+    meta = json.loads((root / "meta.json").read_text())
+    hm = meta["head_model"]
+    assert hm["source"] == "standin"
+    return load_head_model(flame_path=None, n_shape=hm["n_shape"], n_expr=hm["n_expr"])
+
+
+def test_layout_and_reader(tiny):
+    meta = json.loads((tiny / "meta.json").read_text())
+    assert meta["clips"] == ["id000", "id001"] and meta["size"] == 64 and meta["seed"] == SEED
+    for kind in ("rgb", "mask", "head_mask", "torso_mask"):
+        assert _png(tiny / "id001" / kind / "0001.png").shape[:2] == (64, 64)
+    ds = SynthDataset(tiny)
+    assert len(ds) == 4
+    item = ds[3]
+    assert (item["clip"], item["frame"]) == ("id001", 1)
+    assert item["rgb"].shape == (3, 64, 64) and item["depth"].shape == (64, 64) and item["head_mask"].dtype == torch.bool
+    # the reader returns what PIL and numpy read from the files
+    np.testing.assert_array_equal((item["rgb"] * 255).round().byte().permute(1, 2, 0).numpy(), _png(tiny / "id001/rgb/0001.png"))
+    np.testing.assert_array_equal(item["depth"].numpy(), np.load(tiny / "id001/depth/0001.npy"))
+    raw = np.load(tiny / "id001/params.npz")
+    np.testing.assert_array_equal(item["pose"].numpy(), raw["pose"][1])
+    same = load_frame(tiny, "id001", 1)
+    assert torch.equal(same["torso_mask"], item["torso_mask"])
+    with pytest.raises(KeyError, match="no clip"):
+        load_frame(tiny, "id009", 0)
+    with pytest.raises(IndexError, match="out of range"):
+        load_frame(tiny, "id000", 5)
+
+
+def test_same_seed_same_bytes_other_seed_differs(tiny, tmp_path):
+    write_synth(tmp_path / "again", identities=2, frames=2, size=64, seed=SEED, progress=False)
+    a, b = _files(tiny), _files(tmp_path / "again")
+    assert sorted(a) == sorted(b)
+    assert [k for k in a if a[k] != b[k]] == []
+    write_synth(tmp_path / "other", identities=1, frames=1, size=64, seed=SEED + 1, progress=False)
+    assert _png(tmp_path / "other/id000/rgb/0000.png").tobytes() != _png(tiny / "id000/rgb/0000.png").tobytes()
+
+
+def test_masks_are_a_partition_of_the_portrait(tiny):
+    for clip in ("id000", "id001"):
+        for f in ("0000", "0001"):
+            head = _png(tiny / clip / "head_mask" / f"{f}.png") > 127
+            torso = _png(tiny / clip / "torso_mask" / f"{f}.png") > 127
+            mask = _png(tiny / clip / "mask" / f"{f}.png") > 127
+            depth = np.load(tiny / clip / "depth" / f"{f}.npy")
+            assert head.any() and torso.any() and not (head & torso).any()
+            np.testing.assert_array_equal(mask, head | torso)
+            np.testing.assert_array_equal(depth > 0, mask)
+            assert depth.dtype == np.float32
+            # shoulders at the bottom of the image, the head above them
+            assert torso[-1].mean() > 0.3 and torso[: 64 // 3].sum() == 0
+
+
+def test_saved_params_reproduce_the_head_mask(tiny):
+    head_model = _head(tiny)
+    for clip in ("id000", "id001"):
+        params, camera, _ = load_clip(tiny / clip / "params.npz")
+        verts = head_model(params.shape, params.expression, params.pose, params.translation).vertices
+        frags = rasterize(camera.world_to_camera(verts), head_model.faces, camera.K, camera.height, camera.width)
+        for j in range(params.batch):
+            saved = _png(tiny / clip / "head_mask" / f"{j:04d}.png") > 127
+            torso = _png(tiny / clip / "torso_mask" / f"{j:04d}.png") > 127
+            alone = frags.mask[j].numpy()
+            # the head alone covers the saved head mask, plus where the torso hides its neck
+            expected = alone & ~torso
+            iou = (expected & saved).sum() / (expected | saved).sum()
+            assert iou > 0.99, f"{clip} frame {j}: IoU {iou:.4f}"
+
+
+def _ray_hits(origin: np.ndarray, dirs: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Nearest hit distance along each ray (inf if none): brute-force Moller-Trumbore, dirs [P, 3], tris [F, 3, 3]."""
+    e1, e2 = tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]
+    out = np.full(len(dirs), np.inf)
+    for k, d in enumerate(dirs):
+        p = np.cross(d, e2)
+        det = (e1 * p).sum(-1)
+        ok = np.abs(det) > 1e-12
+        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+        s = origin - tris[:, 0]
+        u = (s * p).sum(-1) * inv
+        q = np.cross(s, e1)
+        v = (q @ d) * inv
+        t = (e2 * q).sum(-1) * inv
+        hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
+        if hit.any():
+            out[k] = t[hit].min()
+    return out
+
+
+def test_depth_is_the_head_surface_depth(tiny):
+    head_model = _head(tiny)
+    params, camera, _ = load_clip(tiny / "id000" / "params.npz")
+    verts = head_model(params.shape[:1], params.expression[:1], params.pose[:1], params.translation[:1]).vertices
+    tris = camera[0].world_to_camera(verts)[0][head_model.faces].double().numpy()  # [F, 3, 3] camera space
+    head = _png(tiny / "id000/head_mask/0000.png") > 127
+    depth = np.load(tiny / "id000/depth/0000.npy")
+    rows, cols = np.nonzero(head)
+    pick = np.random.default_rng(0).choice(len(rows), 40, replace=False)
+    i, j = rows[pick], cols[pick]
+    K = camera.K[0].double().numpy()
+    pix = np.stack([j + 0.5, i + 0.5, np.ones(len(i))], -1)
+    dirs = pix @ np.linalg.inv(K).T  # rays with z = 1 through the pixel centres
+    z = _ray_hits(np.zeros(3), dirs, tris)  # t along a z = 1 direction is the depth itself
+    np.testing.assert_allclose(depth[i, j], z, rtol=1e-4)
+
+
+def test_torso_stays_put_while_the_head_moves(tiny):
+    clip = tiny / "id000"
+    params, _, _ = load_clip(clip / "params.npz")
+    assert not torch.allclose(params.pose[0], params.pose[1])
+    heads = [_png(clip / "head_mask" / f"000{j}.png") > 127 for j in (0, 1)]
+    near_head = heads[0] | heads[1]
+    near_head[1:] |= near_head[:-1].copy()  # one pixel of margin: anti-aliased head edges
+    near_head[:-1] |= near_head[1:].copy()
+    near_head[:, 1:] |= near_head[:, :-1].copy()
+    near_head[:, :-1] |= near_head[:, 1:].copy()
+    free = ~near_head
+    torso = [_png(clip / "torso_mask" / f"000{j}.png") > 127 for j in (0, 1)]
+    rgb = [_png(clip / "rgb" / f"000{j}.png") for j in (0, 1)]
+    depth = [np.load(clip / "depth" / f"000{j}.npy") for j in (0, 1)]
+    assert torso[0][free].sum() > 200
+    np.testing.assert_array_equal(torso[0][free], torso[1][free])
+    np.testing.assert_array_equal(depth[0][free], depth[1][free])
+    np.testing.assert_array_equal(rgb[0][free], rgb[1][free])
+
+
+def test_overwrite_rules(tiny, tmp_path):
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_synth(target, 1, 1, 32, 0, progress=False)
+    with pytest.raises(FileExistsError, match="not a set written by omg-lite synth"):
+        write_synth(target, 1, 1, 32, 0, overwrite=True, progress=False)
+    assert (target / "notes.txt").read_text() == "mine"
+    write_synth(tmp_path / "set", 1, 1, 32, 0, progress=False)
+    write_synth(tmp_path / "set", 1, 1, 32, 7, overwrite=True, progress=False)
+    assert json.loads((tmp_path / "set/meta.json").read_text())["seed"] == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "set"]  # no temporary folders left
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(identities=0), "--identities must be at least 1"),
+        (dict(frames=0), "--frames must be at least 1"),
+        (dict(size=16), "--size must be between 32 and 2048"),
+        (dict(seed=-1), "--seed must be a non-negative integer"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, message):
+    args = dict(identities=1, frames=1, size=32, seed=0) | kwargs
+    with pytest.raises(ValueError, match=message):
+        write_synth(tmp_path / "out", progress=False, **args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_synth(tmp_path, capsys):
+    assert cli.main(["synth", "--out", str(tmp_path / "cli"), "--identities", "1", "--frames", "1", "--size", "32"]) == 0
+    assert (tmp_path / "cli/id000/rgb/0000.png").is_file()
+    assert cli.main(["synth", "--out", str(tmp_path / "cli"), "--size", "32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("omg-lite: error:") and "--overwrite" in err[-1]
+    assert cli.main(["synth", "--out", str(tmp_path / "x"), "--identities", "0"]) == 2
