@@ -82,7 +82,7 @@ class SynthConfig:
     # Standard deviation of the identity coefficients beta (clipped at 2.5 std).
     shape_std: float = 0.6
     # Largest standard deviation of a frame's expression coefficients psi (clipped at 2.5 std).
-    expression_std: float = 1.0
+    expression_std: float = 0.8
     # The colour image is rendered this many times larger and box-filtered (anti-aliasing).
     supersample: int = 2
     # Frames rendered together; memory grows with it.
@@ -180,9 +180,34 @@ class ModelConfig:
 
 
 @dataclass
+class TrackConfig:
+    # Side of the square portrait crop the tracker writes (the model's input size).
+    size: int = 512
+    # Crop side as a multiple of the face size, and the crop centre's shift from the eyes towards
+    # the mouth in eye-to-mouth units (defaults frame faces like `omg-lite synth`).
+    crop_ratio: float = 3.1
+    crop_shift: float = 0.95
+    # Landmark noise as a fraction of the face size: sets the strength of the fitting priors.
+    noise: float = 0.005
+    # Weight of the jaw-contour points (they slide along the model's jaw line).
+    contour_weight: float = 0.3
+    # Weight of MediaPipe's dense points (embedded on the head model) relative to the iBUG-68.
+    dense_weight: float = 0.0
+    # Temporal smoothing for videos, 1 / sigma_v^2 for the per-frame change of pose (rad),
+    # expression and translation (dm); 0 turns it off.
+    smooth: float = 1e4
+    # L-BFGS iterations of the rigid and the full fitting stages.
+    rigid_iters: int = 50
+    full_iters: int = 1000
+    # Read at most this many video frames (0: all).
+    max_frames: int = 0
+
+
+@dataclass
 class Config:
     head: HeadConfig = field(default_factory=HeadConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
