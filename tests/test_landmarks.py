@@ -18,7 +18,7 @@ pytest.importorskip("mediapipe")
 from skimage import data, transform  # noqa: E402
 
 from omg_lite.geometry.camera import Camera  # noqa: E402
-from omg_lite.tracking.crop import CropTransform, face_frame, portrait_crop  # noqa: E402
+from omg_lite.tracking.crop import CROP_RATIO, CropTransform, face_frame, portrait_crop  # noqa: E402
 from omg_lite.tracking.landmarks import IBUG68_GROUPS, MP_TO_IBUG68, LandmarkDetector, NoFaceError  # noqa: E402
 from omg_lite.tracking.portrait_mask import PortraitSegmenter  # noqa: E402
 
@@ -150,7 +150,7 @@ def test_crop_resamples_with_the_pixel_centre_convention():
 def test_portrait_crop_frames_the_astronaut(astro_lm, astronaut):
     ct = portrait_crop(astro_lm.ibug68, size=256)
     e, m, s = face_frame(astro_lm.ibug68)
-    assert ct.side == round(2.6 * s) and ct.size == 256
+    assert ct.side == round(CROP_RATIO * s) and ct.size == 256
     eyes_in_crop = ct.to_crop(e)
     assert 0.3 * 256 < eyes_in_crop[1] < 0.5 * 256 and abs(eyes_in_crop[0] - 128) < 20
     crop, _ = ct.apply(astronaut)

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from omg_lite.geometry.camera import Camera
 
-CROP_RATIO = 2.6
-CROP_SHIFT = 0.9
+CROP_RATIO = 3.1
+CROP_SHIFT = 0.95
 
 
 @dataclass

@@ -33,6 +33,7 @@ Pipeline and stated choices:
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -227,3 +228,12 @@ def detect_landmarks(image: np.ndarray) -> FaceLandmarks:  # [H, W] | [H, W, 3|4
     """One-off detection (builds and closes a ``LandmarkDetector``)."""
     with LandmarkDetector() as det:
         return det.detect(image)
+
+
+@functools.lru_cache(maxsize=1)
+def reference_face() -> np.ndarray:  # [478, 3]
+    """MediaPipe's points on ``skimage.data.astronaut()`` (a public-domain portrait shipped with
+    scikit-image, near-frontal): the reference that ``head.embedding_mediapipe`` embeds."""
+    from skimage import data
+
+    return detect_landmarks(data.astronaut()).points.copy()

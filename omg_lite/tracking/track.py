@@ -1,0 +1,235 @@
+"""``omg-lite track``: a photo or a video -> portrait crops, masks and per-frame head parameters.
+
+The paper's 3DMM estimator (Sec. 3.1 for the source photo, Sec. 3.4 for driving frames) as one
+pipeline, each step in its own module:
+
+1. landmarks l_m of every frame (``landmarks``: MediaPipe, offline); a frame without a face is
+   kept and marked invalid (valid_m = 0);
+2. one square portrait crop for the whole clip (``crop``: the median face frame over valid
+   frames, so the camera stays fixed like the synthetic world's), landmarks mapped into it;
+3. the fit (``fitting``): shared beta and f, per-frame psi_m, theta_m, t_m, smoothed in time;
+4. the portrait mask M_p of each crop (``portrait_mask``).
+
+The output folder has the layout of one ``omg-lite synth`` clip, so training and enactment read
+tracked and synthetic clips alike::
+
+    OUT/params.npz      omg_lite.head.params format, in the crop's pixels, plus landmarks2d
+                        [M, 68, 2] (detected, NaN where lost), landmarks_mp [M, 478, 3],
+                        crop [4] (u0, v0, side, size in source pixels), source_size [2]
+    OUT/rgb/0000.png    the crops;  OUT/mask/0000.png  portrait masks (0 / 255)
+    OUT/track.json      source, crop, head model, settings, valid count, timings
+
+It is written into a temporary folder beside OUT and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omg_lite.config import Config
+from omg_lite.geometry.camera import Camera
+from omg_lite.head.params import HeadParams, save_clip
+from omg_lite.tracking.crop import CropTransform, portrait_crop
+from omg_lite.tracking.fitting import FitSettings, FitTargets, LandmarkFitter, reprojection_error
+from omg_lite.tracking.landmarks import EYE_OUTER, MP_TO_IBUG68, N_POINTS, LandmarkDetector, NoFaceError, to_rgb_uint8
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class TrackResult:
+    params: HeadParams  # [M] in the crop's pixels
+    camera: Camera  # [M] crop cameras
+    valid: np.ndarray  # [M] bool: a face was found
+    crop: CropTransform
+    landmarks: np.ndarray  # [M, 478, 3] detected MediaPipe points in crop pixels (NaN where lost)
+    source_size: tuple[int, int]  # (H, W) of the source frames
+    errors: np.ndarray  # [M] mean reprojection error of the interior iBUG points, crop pixels (NaN where lost)
+    interocular: np.ndarray  # [M] detected outer-eye-corner distance, crop pixels
+    losses: list[float] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ibug68(self) -> np.ndarray:  # [M, 68, 2]
+        return self.landmarks[:, MP_TO_IBUG68, :2]
+
+
+def fit_settings(cfg: Config, video: bool) -> FitSettings:
+    t = cfg.track
+    return FitSettings(
+        rigid_iters=t.rigid_iters, full_iters=t.full_iters, noise=t.noise, contour_weight=t.contour_weight,
+        dense_weight=t.dense_weight, smooth=t.smooth if video else 0.0, fov_deg=cfg.camera.fov_deg, distance=cfg.camera.distance,
+    )  # fmt: skip
+
+
+def clip_crop(landmarks: np.ndarray, valid: np.ndarray, cfg: Config) -> CropTransform:  # [M, 478, 3], [M]
+    """One crop for the clip: the crop of the median iBUG points over the valid frames."""
+    median = np.median(landmarks[valid][:, MP_TO_IBUG68, :2], axis=0)
+    return portrait_crop(median, cfg.track.size, cfg.track.crop_ratio, cfg.track.crop_shift)
+
+
+def track_frames(
+    frames: Callable[[], Iterable[np.ndarray]],
+    head,
+    cfg: Config,
+    video: bool,
+    detector: LandmarkDetector | None = None,
+) -> TrackResult:
+    """Track the frames that ``frames()`` yields ([H, W, 3] each; called once here)."""
+    t0 = time.perf_counter()
+    own = detector is None
+    det = detector or LandmarkDetector()
+    pts, valid, size = [], [], None
+    try:
+        for m, image in enumerate(frames()):
+            if size is None:
+                size = image.shape[:2]
+            elif image.shape[:2] != size:
+                raise ValueError(f"frame {m} is {image.shape[1]}x{image.shape[0]} but frame 0 is {size[1]}x{size[0]}")
+            try:
+                pts.append(det.detect(image).points)
+                valid.append(True)
+            except NoFaceError:
+                pts.append(np.full((N_POINTS, 3), np.nan))
+                valid.append(False)
+    finally:
+        if own:
+            det.close()
+    if not pts:
+        raise ValueError("no frames to track")
+    valid_np, landmarks = np.array(valid), np.stack(pts)
+    if not valid_np.any():
+        raise NoFaceError(f"no face found in any of the {len(pts)} frame(s)")
+    if not valid_np.all():
+        log.warning("no face in %d of %d frames; they are kept and marked valid = 0", (~valid_np).sum(), len(valid_np))
+    t1 = time.perf_counter()
+
+    crop = clip_crop(landmarks, valid_np, cfg)
+    landmarks = np.concatenate([crop.to_crop(landmarks[..., :2]), landmarks[..., 2:] * crop.scale], -1)
+    ibug = torch.as_tensor(np.nan_to_num(landmarks[:, MP_TO_IBUG68, :2]), dtype=torch.float32)
+    dense = torch.as_tensor(landmarks[..., :2], dtype=torch.float32)
+    settings = fit_settings(cfg, video)
+    embedding = None
+    if settings.dense_weight > 0:
+        from omg_lite.head.embedding_mediapipe import embed_mediapipe
+        from omg_lite.tracking.landmarks import reference_face
+
+        embedding = embed_mediapipe(head, reference_face(), MP_TO_IBUG68)
+    targets = FitTargets(ibug, crop.size, crop.size, valid=torch.as_tensor(valid_np), dense=dense)
+    fit = LandmarkFitter(head, settings, embedding).fit(targets)
+    t2 = time.perf_counter()
+    M = len(valid_np)
+    seconds = {"detect_per_frame": (t1 - t0) / M, "fit_per_frame": (t2 - t1) / M, "total": t2 - t0}
+    errors = reprojection_error(fit, head, targets)
+    iod = np.linalg.norm(landmarks[:, EYE_OUTER[0], :2] - landmarks[:, EYE_OUTER[1], :2], axis=-1)
+    return TrackResult(fit.params, fit.camera, valid_np, crop, landmarks, tuple(size), errors, iod, fit.losses, seconds)
+
+
+def _frames_of(path: Path, video: bool, max_frames: int) -> Callable[[], Iterable[np.ndarray]]:
+    if video:
+        from omg_lite.tracking.video import read_frames
+
+        return lambda: read_frames(path, max_frames or None)
+    return lambda: [read_image(path)]
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as an array [H, W(, C)] (grayscale and RGBA are handled by the detector)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no image at {path}")
+    try:
+        with Image.open(path) as im:
+            has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+            return np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path} is not a readable image ({e})") from None
+
+
+def write_track(out: Path, result: TrackResult, frames: Iterable[np.ndarray], overwrite: bool, info: dict) -> Path:
+    """Write crops, masks, params.npz and track.json into ``out`` (see the module docstring)."""
+    from PIL import Image
+
+    from omg_lite.tracking.portrait_mask import PortraitSegmenter
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
+        if out.is_dir() and not (out / "track.json").is_file():
+            raise FileExistsError(f"{out} does not hold an omg-lite track result; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        (tmp / "rgb").mkdir()
+        (tmp / "mask").mkdir()
+        with PortraitSegmenter() as seg:
+            for m, image in enumerate(frames):
+                crop, _ = result.crop.apply(to_rgb_uint8(image))
+                Image.fromarray(crop).save(tmp / "rgb" / f"{m:04d}.png")
+                Image.fromarray(seg(crop).astype(np.uint8) * 255).save(tmp / "mask" / f"{m:04d}.png")
+        c = result.crop
+        save_clip(
+            tmp / "params.npz", result.params, result.camera, valid=torch.as_tensor(result.valid),
+            landmarks2d=result.ibug68.astype(np.float32), landmarks_mp=result.landmarks.astype(np.float32),
+            crop=np.array([c.u0, c.v0, c.side, c.size], np.int64), source_size=np.array(result.source_size, np.int64),
+        )  # fmt: skip
+        meta = {**info, "crop": c.to_dict(), "frames": int(len(result.valid)), "valid": int(result.valid.sum()), "seconds": result.seconds}
+        (tmp / "track.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(trash / out.name)
+            tmp.rename(out)
+            shutil.rmtree(trash)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def track(image: str | None, video: str | None, out: str, cfg: Config | None = None, overwrite: bool = False) -> TrackResult:
+    """Track one image or one video into the folder ``out``."""
+    from omg_lite.head import load_head_model
+
+    cfg = cfg or Config()
+    if (image is None) == (video is None):
+        raise ValueError("give exactly one of --image PATH or --video PATH")
+    path = Path(image or video)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {'image' if image else 'video'} at {path}")
+    if image is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"{path.name}: not an image file ({', '.join(IMAGE_SUFFIXES)}); use --video for videos")
+    out_path = Path(out)
+    if out_path.exists() and any(out_path.iterdir() if out_path.is_dir() else [0]) and not overwrite:
+        raise FileExistsError(f"{out_path} exists and is not empty; pass --overwrite to replace it")
+    head = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
+    is_video = video is not None
+    frames = _frames_of(path, is_video, cfg.track.max_frames)
+    result = track_frames(frames, head, cfg, video=is_video)
+    info = {
+        "source": path.name,
+        "kind": "video" if is_video else "image",
+        "head_model": str(head.source) if head.source == "standin" else Path(str(head.source)).name,
+        "n_shape": int(head.n_shape),
+        "n_expr": int(head.n_expr),
+        "track": asdict(cfg.track),
+        "camera": asdict(cfg.camera),
+    }
+    write_track(out_path, result, frames(), overwrite, info)
+    return result

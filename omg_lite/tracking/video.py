@@ -1,0 +1,102 @@
+"""Reading and writing portrait videos with PyAV (FFmpeg), for ``omg-lite track --video``.
+
+Enactment (paper Sec. 3.4) drives an avatar with the tracked parameters of every frame of a
+driving video. Frames are decoded one at a time (a long video never sits in memory); a file
+that is missing, not a video, or has no decodable frame is one clear error, and a stream that
+breaks part-way keeps the frames decoded so far and says so in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _open(path: Path):
+    import av
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no video at {path}")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable video ({e})") from None
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"{path} has no video stream")
+    return container
+
+
+def video_info(path: str | os.PathLike) -> dict:
+    """Frame rate, frame count (as the container states it, 0 if unknown) and size of a video."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        s = container.streams.video[0]
+        fps = float(s.average_rate) if s.average_rate else 0.0
+        return {"fps": fps, "frames": int(s.frames or 0), "width": s.codec_context.width, "height": s.codec_context.height}
+    finally:
+        container.close()
+
+
+def read_frames(path: str | os.PathLike, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Decode a video's frames as RGB uint8 arrays [H, W, 3], one at a time."""
+    import av
+
+    path = Path(path)
+    container = _open(path)
+    n = 0
+    try:
+        try:
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="rgb24")
+                n += 1
+                if max_frames is not None and n >= max_frames:
+                    return
+        except av.error.FFmpegError as e:
+            if n == 0:
+                raise ValueError(f"{path}: no frame could be decoded ({e})") from None
+            log.warning("%s: the stream broke after %d frames (%s); keeping those", path, n, e)
+        if n == 0:
+            raise ValueError(f"{path}: the video has no frames")
+    finally:
+        container.close()
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 25.0, codec: str = "libx264", crf: int = 12) -> Path:
+    """Encode RGB uint8 frames [H, W, 3] (even sizes for libx264) into ``path``, atomically."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        with av.open(tmp, mode="w") as container:
+            stream = None
+            for frame in frames:
+                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                if stream is None:
+                    stream = container.add_stream(codec, rate=round(fps))
+                    stream.height, stream.width = frame.shape[:2]
+                    stream.pix_fmt = "yuv420p"
+                    if codec == "libx264":
+                        stream.options = {"crf": str(crf)}
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            if stream is None:
+                raise ValueError("write_video: no frames to write")
+            for packet in stream.encode():
+                container.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
