@@ -23,8 +23,8 @@ S_i = sum_{j>i} alpha_j T_j (c_j . g) and dL/dT_N from alpha, depth and backgrou
 
 Each tile writes the gradient of each of its list entries into a row of its own, laid out
 Gaussian-major (no races, a fixed summation order); the projection's backward then sums each
-Gaussian's consecutive rows. Computation is in
-float32 (float64 for transmittance), whatever the input dtype.
+Gaussian's consecutive rows. Computation is in float32 (float64 for transmittance), whatever
+the input dtype; camera parameters get no gradient here (``render`` then takes the readable path).
 """
 
 from __future__ import annotations

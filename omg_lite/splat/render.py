@@ -9,8 +9,9 @@ Conventions, the same for every backend (they are gsplat 1.5.3's defaults):
   the image is ``camera.width`` x ``camera.height``.
 - Pixels: pixel (i, j) is evaluated at its centre (j + 0.5, i + 0.5).
 - Near plane 0.01 (camera z, same units as ``means``): Gaussians with z <= 0.01 are dropped
-  (z >= 1e10 too). Gaussians whose 3-sigma box misses the image contribute nothing.
-- Low-pass: 0.3 px^2 is added to the diagonal of every 2D covariance.
+  (z >= 1e10 too). Gaussians whose box (below) misses the image contribute nothing.
+- Low-pass: 0.3 px^2 is added to the diagonal of every 2D covariance, with no opacity
+  compensation (gsplat's "classic" mode).
 - Radius: the box culling Gaussians spans ceil(k sqrt(Sigma'_xx)) by ceil(k sqrt(Sigma'_yy))
   pixels with k = min(3.33, sqrt(2 ln(255 o))): exactly where alpha can reach 1/255.
 - Alpha: alpha < 1/255 is skipped, alpha is clamped to 0.999.
@@ -24,11 +25,14 @@ Input handling: quaternions (w, x, y, z) are normalised inside (a zero one is a 
 scales are linear, clamped below at 1e-8 (a negative one is a ValueError); opacities must lie in
 [0, 1]; NaN or Inf in any input is a ValueError naming it; N = 0 renders the background.
 
-Backends: ``"torch"`` is ours (EWA projection in torch; on CPU tensors the compiled tile
-compositor of ``numba_render.py``, elsewhere the readable one of ``torch_render.py``);
-``"reference"`` always uses the readable compositor; ``"gsplat"`` calls ``gsplat.rasterization``
-(CUDA only); ``"auto"`` picks gsplat on CUDA tensors and torch otherwise. All are differentiable
-with respect to means, quats, scales, opacities, features and background.
+Backends: ``"torch"`` is ours: on CPU tensors the compiled path of ``numba_render.py`` (EWA
+projection and 16x16-tile blending, forward and backward, in float32); on other devices, or when
+the camera itself needs gradients, the readable path (projection of ``project.py`` and the
+compositor of ``torch_render.py``, autograd for gradients). ``"reference"`` always takes the
+readable path; ``"gsplat"`` calls ``gsplat.rasterization`` (CUDA only); ``"auto"`` picks gsplat
+on CUDA tensors and torch otherwise. All are differentiable with respect to means, quats,
+scales, opacities, features and background. ``RenderOutput.pairs`` counts the Gaussian-pixel
+pairs blended (alpha >= 1/255, before the pixel's early stop); gsplat does not report it.
 """
 
 from __future__ import annotations
