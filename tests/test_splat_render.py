@@ -6,6 +6,8 @@ every Gaussian at every pixel, front to back, with autograd for the gradients.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
@@ -201,3 +203,26 @@ def test_mismatched_shapes_raise_one_clear_error():
         render(means, quats, scales, opacities, features, camera, backend="cuda")
     with pytest.raises(ValueError, match="needs CUDA"):
         render(means, quats, scales, opacities, features, camera, backend="gsplat")
+
+
+def test_camera_gradients_take_the_readable_path():
+    inputs, camera = scene(1, 3)
+    t = camera.t.clone().requires_grad_()
+    cam = Camera(camera.K, camera.R, t, W, H)
+    out = render(*inputs[:5], cam, inputs[5], backend="torch")
+    ref = naive_render(*inputs[:5], cam, inputs[5])[0]
+    torch.testing.assert_close(out.image, ref, rtol=1e-4, atol=1e-4)
+    g = torch.Generator().manual_seed(4)
+    upstream = torch.randn(ref.shape, generator=g)
+    (mine,) = torch.autograd.grad(out.image, t, upstream)
+    (theirs,) = torch.autograd.grad(ref, t, upstream)
+    assert theirs.abs().max() > 0
+    torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3 * theirs.abs().max().item())
+
+
+def test_without_numba_torch_falls_back_with_a_warning(monkeypatch):
+    monkeypatch.setitem(sys.modules, "omg_lite.splat.numba_render", None)  # import raises ImportError
+    inputs, camera = scene(1, 3)
+    with pytest.warns(UserWarning, match="numba is not installed"):
+        out = render(*inputs[:5], camera, inputs[5], backend="torch")
+    torch.testing.assert_close(out.image, naive_render(*inputs[:5], camera, inputs[5])[0], rtol=1e-4, atol=1e-4)
