@@ -530,3 +530,26 @@ def test_state_dict_holds_no_head_model_data_and_to_moves_the_head():
     assert 0.4 < float(model.base_scale[2] / model.base_scale[1]) < 0.6
     model.double()
     assert head.v_template.dtype == torch.float64 and model.base_scale.dtype == torch.float64
+
+
+# ---------------------------------------------------------------------------------------------- bench attention
+
+
+def test_bench_attention_rejects_bad_options():
+    from omg_lite.bench.attention import AttentionBench
+
+    with pytest.raises(ValueError, match="--modes"):
+        AttentionBench(modes="backward").run()
+    with pytest.raises(ValueError, match="divisible"):
+        AttentionBench(dim=30, heads=8).run()
+
+
+@pytest.mark.slow
+def test_bench_attention_runs_each_size_in_its_own_process():
+    from omg_lite.bench.attention import AttentionBench
+
+    rows = AttentionBench(queries_low=64, queries_high=1024, dim=16, tokens=8, token_dim=16, layers=1, heads=2, mlp_ratio=2, repeat=1).run()
+    assert [r["mode"] for r in rows] == ["inference"] * 3 + ["training"] * 3
+    assert [r["queries"] for r in rows[:2]] == [64, 1024]
+    assert rows[2]["theory"] == 16.0 and rows[2]["ms"] == rows[1]["ms"] / rows[0]["ms"]
+    assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows)

@@ -14,8 +14,8 @@ Method:
 - Modes: ``inference`` (forward under ``torch.no_grad``, what reconstruction does) and
   ``training`` (forward + backward of a mean-square loss, what a training step does).
 - Peak memory: on CPU the growth of the process's peak resident set (``ru_maxrss``) during the
-  first call, measured after the layers and inputs exist, i.e. the activations and temporaries
-  of one call (the torch CPU allocator returns large blocks to the OS, so the next call starts
+  first call, measured after the layers and inputs exist and after one call of a 16-query copy
+  has loaded the kernels, i.e. the activations and temporaries of one call (the torch CPU allocator returns large blocks to the OS, so the next call starts
   low again); on CUDA ``torch.cuda.max_memory_allocated`` minus what was allocated before.
 - Time: the median of ``repeat`` calls after that first one (with a device synchronize on CUDA).
 """
@@ -35,16 +35,18 @@ from omg_lite.bench import Bench, sync
 from omg_lite.model.global_branch import GlobalBranch
 
 MODES = ("inference", "training")
+# Queries of the small copy run once before measuring: it loads and initialises the kernels, so
+# the first measured call's memory growth is its own.
+WARMUP_QUERIES = 16
 
 
 def measure(queries: int, dim: int, tokens: int, token_dim: int, layers: int, heads: int, mlp_ratio: int, mode: str, repeat: int, device: str) -> dict:
     """One configuration in this process: {'ms': median time, 'peak_mb': peak extra memory of one call}."""
     torch.manual_seed(0)
-    net = GlobalBranch(queries, token_dim, dim, layers, heads, mlp_ratio).to(device)
     tok = torch.randn(1, tokens, token_dim, device=device)
     ident = torch.randn(1, token_dim, device=device)
 
-    def call() -> None:
+    def call(net: GlobalBranch) -> None:
         if mode == "training":
             net(tok, ident).square().mean().backward()
             net.zero_grad(set_to_none=True)
@@ -52,6 +54,8 @@ def measure(queries: int, dim: int, tokens: int, token_dim: int, layers: int, he
             with torch.no_grad():
                 net(tok, ident)
 
+    call(GlobalBranch(WARMUP_QUERIES, token_dim, dim, layers, heads, mlp_ratio).to(device))  # loads kernels, not counted
+    net = GlobalBranch(queries, token_dim, dim, layers, heads, mlp_ratio).to(device)
     cuda = torch.device(device).type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
@@ -59,7 +63,7 @@ def measure(queries: int, dim: int, tokens: int, token_dim: int, layers: int, he
         before = torch.cuda.memory_allocated(device)
     else:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
-    call()
+    call(net)
     sync(device)
     if cuda:
         peak_mb = (torch.cuda.max_memory_allocated(device) - before) / 2**20
@@ -68,7 +72,7 @@ def measure(queries: int, dim: int, tokens: int, token_dim: int, layers: int, he
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        call()
+        call(net)
         sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
