@@ -8,6 +8,8 @@ masks, byte comparison of two runs, and the torso's immobility between frames of
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from omg_lite.head.params import load_clip
 from omg_lite.synth import SynthDataset, load_frame, write_synth
 
 SEED = 3
+SAMPLE_SETS = ("synth_128", "synth_256")
 
 
 @pytest.fixture(scope="module")
@@ -93,20 +96,25 @@ def test_masks_are_a_partition_of_the_portrait(tiny):
             assert torso[-1].mean() > 0.3 and torso[: 64 // 3].sum() == 0
 
 
+def _head_mask_ious(clip: Path, head_model) -> list[float]:
+    """IoU per frame between the saved head mask and the head model re-rendered from params.npz alone."""
+    params, camera, _ = load_clip(clip / "params.npz")
+    verts = head_model(params.shape, params.expression, params.pose, params.translation).vertices
+    frags = rasterize(camera.world_to_camera(verts), head_model.faces, camera.K, camera.height, camera.width)
+    ious = []
+    for j in range(params.batch):
+        saved = _png(clip / "head_mask" / f"{j:04d}.png") > 127
+        torso = _png(clip / "torso_mask" / f"{j:04d}.png") > 127
+        # the head alone covers the saved head mask, plus where the torso hides its neck
+        expected = frags.mask[j].numpy() & ~torso
+        ious.append((expected & saved).sum() / (expected | saved).sum())
+    return ious
+
+
 def test_saved_params_reproduce_the_head_mask(tiny):
     head_model = _head(tiny)
     for clip in ("id000", "id001"):
-        params, camera, _ = load_clip(tiny / clip / "params.npz")
-        verts = head_model(params.shape, params.expression, params.pose, params.translation).vertices
-        frags = rasterize(camera.world_to_camera(verts), head_model.faces, camera.K, camera.height, camera.width)
-        for j in range(params.batch):
-            saved = _png(tiny / clip / "head_mask" / f"{j:04d}.png") > 127
-            torso = _png(tiny / clip / "torso_mask" / f"{j:04d}.png") > 127
-            alone = frags.mask[j].numpy()
-            # the head alone covers the saved head mask, plus where the torso hides its neck
-            expected = alone & ~torso
-            iou = (expected & saved).sum() / (expected | saved).sum()
-            assert iou > 0.99, f"{clip} frame {j}: IoU {iou:.4f}"
+        assert min(_head_mask_ious(tiny / clip, head_model)) > 0.99
 
 
 def _ray_hits(origin: np.ndarray, dirs: np.ndarray, tris: np.ndarray) -> np.ndarray:
@@ -204,3 +212,42 @@ def test_cli_synth(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("omg-lite: error:") and "--overwrite" in err[-1]
     assert cli.main(["synth", "--out", str(tmp_path / "x"), "--identities", "0"]) == 2
+
+
+def _documented_commands(data_samples: Path) -> dict[str, list[str]]:
+    """The ``omg-lite synth`` command of each committed set, from data_samples/README.md."""
+    text = (data_samples / "README.md").read_text()
+    return {name: shlex.split(cmd) for cmd, name in re.findall(r"`omg-lite (synth --out data_samples/(\w+) [^`]*)`", text)}
+
+
+def _option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+@pytest.mark.parametrize("name", SAMPLE_SETS)
+def test_data_samples_match_their_command_and_the_head_model(data_samples, name):
+    args = _documented_commands(data_samples)[name]
+    ds = SynthDataset(data_samples / name)
+    for key in ("identities", "frames", "size", "seed"):
+        assert ds.meta[key] == int(_option(args, f"--{key}")), key
+    assert len(ds) == ds.meta["identities"] * ds.meta["frames"]
+    head_model = _head(ds.root)
+    for clip in ds.clips:
+        assert min(_head_mask_ious(ds.root / clip, head_model)) > 0.99, f"{name}/{clip} is stale: run its command again"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SAMPLE_SETS)
+def test_data_samples_are_what_their_command_writes(data_samples, tmp_path, name):
+    args = _documented_commands(data_samples)[name]
+    args[args.index("--out") + 1] = str(tmp_path / name)
+    assert cli.main(args) == 0
+    old, new = data_samples / name, tmp_path / name
+    assert sorted(_files(old)) == sorted(_files(new))
+    assert json.loads((old / "meta.json").read_text()) == json.loads((new / "meta.json").read_text())
+    for path in sorted(old.rglob("*.png")):
+        a, b = _png(path).astype(int), _png(new / path.relative_to(old)).astype(int)
+        # float rounding on another CPU may flip a few pixels; anything more means the data is stale
+        assert (np.abs(a - b) > 2).mean() < 1e-3, path
+    for path in sorted(old.rglob("*.npy")):
+        np.testing.assert_allclose(np.load(path), np.load(new / path.relative_to(old)), atol=1e-5)

@@ -20,7 +20,9 @@ File layout (paste into the README)::
         params.npz           ground-truth head parameters + cameras (omg_lite.head.params
                              format: shape [S], expression [M, E], pose [M, 15], translation
                              [M, 3], K [M, 3, 3], R [M, 3, 3], t [M, 3], image_size, valid),
-                             plus landmarks2d [M, 68, 2] (pixels) and landmarks3d [M, 68, 3]
+                             plus, if the head model has landmarks, landmarks2d [M, K, 2]
+                             (pixels), landmarks3d [M, K, 3] and their iBUG ids landmark_ids [K]
+                             (K = 68 for the stand-in)
         identity.json        the identity's look, torso, light, backdrop and framing
         rgb/0000.png         the portrait, S x S RGB (8-bit sRGB)
         mask/0000.png        portrait (foreground) mask = head_mask OR torso_mask (0 / 255)

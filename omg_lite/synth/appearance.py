@@ -44,6 +44,7 @@ HAIR_COLOURS = {
     "blonde": ([0.74, 0.59, 0.38], 0.11),
     "grey": ([0.58, 0.57, 0.55], 0.08),
 }
+BROWN_HAIR = ("dark_brown", "brown", "auburn")
 IRIS_COLOURS = np.array([[0.30, 0.18, 0.09], [0.18, 0.11, 0.06], [0.30, 0.45, 0.62], [0.35, 0.45, 0.28], [0.45, 0.36, 0.20]])
 SCLERA = (0.90, 0.88, 0.84)
 PUPIL = (0.03, 0.03, 0.03)
@@ -85,8 +86,11 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
     skin = _jitter(rng, SKIN_RAMP[i] + (t - i) * (SKIN_RAMP[i + 1] - SKIN_RAMP[i]), 0.05)
     names = list(HAIR_COLOURS)
     probs = np.array([HAIR_COLOURS[n][1] for n in names])
-    hair = np.array(HAIR_COLOURS[names[rng.choice(len(names), p=probs / probs.sum())]][0])
-    hair = _jitter(rng, hair * rng.uniform(0.8, 1.2), 0.05)  # lighter or darker, hue kept
+    name = names[rng.choice(len(names), p=probs / probs.sum())]
+    hair = _jitter(rng, np.array(HAIR_COLOURS[name][0]) * rng.uniform(0.8, 1.2), 0.05)  # lighter or darker, hue kept
+    lum = lambda c: float(c @ np.array([0.2126, 0.7152, 0.0722]))  # noqa: E731
+    if name in BROWN_HAIR and lum(hair) > 0.45 * lum(skin):  # darken brown hair that would melt into the skin
+        hair = hair * (0.45 * lum(skin) / lum(hair))
     brows = 0.55 * hair + 0.45 * np.minimum(hair, skin * 0.35)
     lips = np.clip(skin * np.array([0.86, 0.58, 0.58]) + rng.uniform(0.0, 0.06) * np.array([1.0, 0.2, 0.3]), 0.0, 1.0)
     iris = _jitter(rng, IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))], 0.15)
@@ -99,7 +103,7 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
         brows=brows.tolist(),
         lips=lips.tolist(),
         iris=iris.tolist(),
-        hairline=float(rng.uniform(0.02, 0.04)),
+        hairline=float(rng.uniform(0.012, 0.032)),
         blush=float(rng.uniform(0.0, 0.35)),
         wave_freq=freq.tolist(),
         wave_phase=rng.uniform(0.0, 2 * np.pi, N_WAVES).tolist(),
@@ -127,26 +131,36 @@ def _blend(albedo: Tensor, colour: Tensor, weight: Tensor) -> Tensor:  # albedo 
 def head_albedo(
     app: Appearance,
     neutral: Tensor,  # [V, 3] the identity's neutral head, world metres
-    landmarks: Tensor,  # [68, 3] its neutral landmarks (iBUG order)
     regions: dict[str, Tensor],  # name -> BoolTensor [V]
 ) -> Tensor:  # [V, 3] sRGB albedo
-    """Paint an identity's look onto its head mesh (see the module docstring)."""
+    """Paint an identity's look onto its head mesh (see the module docstring).
+
+    Only regions and positions are used (no landmarks), so a FLAME file without a landmark
+    embedding paints the same way.
+    """
     V = neutral.shape[0]
-    missing = [r for r in REGIONS if r not in regions]
+    missing = [r for r in REGIONS if r not in regions or not regions[r].any()]
     if missing:
-        raise ValueError(f"head model has no region(s) {missing}; synth paints with {list(REGIONS)}")
+        raise ValueError(f"head model has no (or empty) region(s) {missing}; synth paints with {list(REGIONS)}")
     colour = lambda c: torch.tensor(c, dtype=neutral.dtype, device=neutral.device)  # noqa: E731
     f = lambda name: regions[name].to(device=neutral.device, dtype=neutral.dtype)  # noqa: E731
-    y = neutral[:, 1]
+    x, y, z = neutral.unbind(-1)
+    eyes = regions["eyeballs"].to(neutral.device)
+    halves = [h for h in (eyes & (x > 0), eyes & (x <= 0)) if h.any()]
+    centres = [(neutral[h].amax(0) + neutral[h].amin(0)) / 2 for h in halves]  # eyeball centres [3] each
+    mouth = neutral[regions["lips"].to(neutral.device)].mean(0)  # [3]
 
     albedo = colour(app.skin).expand(V, 3).clone()
     albedo = albedo * low_frequency(neutral, app.wave_freq, app.wave_phase, app.wave_amp)[:, None]
-    # Blush: a Gaussian (sigma 2.5 cm) around each cheek, halfway between the jaw and the nose wing.
-    cheeks = torch.stack([(landmarks[2] + landmarks[31]) / 2, (landmarks[14] + landmarks[35]) / 2])  # [2, 3]
-    d2 = ((neutral[:, None, :] - cheeks[None]) ** 2).sum(-1).min(-1).values
-    blush = app.blush * torch.exp(-d2 / (2 * 0.025**2))
-    albedo = _blend(albedo, albedo * colour([1.0, 0.72, 0.72]), blush)
-    albedo = _blend(albedo, albedo * colour([1.0, 0.86, 0.84]), 0.6 * f("nose") * _smoothstep((neutral[:, 2] - landmarks[30, 2] + 0.02) / 0.02))
+    # Blush: a Gaussian (sigma 2 cm) on the front of each cheek, below the eye, level with the nose.
+    front_face = _smoothstep((z - (centres[0][2] - 0.03)) / 0.02)
+    blush = torch.zeros(V, dtype=neutral.dtype, device=neutral.device)
+    for c in centres:
+        cheek_xy = torch.stack([c[0] * 1.15, (c[1] + mouth[1]) / 2])
+        blush = torch.maximum(blush, torch.exp(-((neutral[:, :2] - cheek_xy) ** 2).sum(-1) / (2 * 0.02**2)))
+    albedo = _blend(albedo, albedo * colour([1.0, 0.72, 0.72]), app.blush * blush * front_face)
+    tip_z = neutral[regions["nose"].to(neutral.device), 2].max()
+    albedo = _blend(albedo, albedo * colour([1.0, 0.86, 0.84]), 0.6 * f("nose") * _smoothstep((z - tip_z + 0.02) / 0.02))
     albedo = _blend(albedo, colour(app.lips), f("lips"))
     albedo = _blend(albedo, colour(app.brows), 0.85 * f("brows"))
     if "mouth_interior" in regions:
@@ -154,25 +168,18 @@ def head_albedo(
 
     # Hair: the scalp region at the back and sides; at the front, scalp or face above the
     # identity's hairline (soft over 6 mm), so foreheads range from a fringe to a receding line.
-    brow_y = landmarks[17:27, 1].mean()
+    brow_y = neutral[regions["brows"].to(neutral.device), 1].mean()
     above = _smoothstep((y - (brow_y + app.hairline)) / 0.006)
-    front = _smoothstep(neutral[:, 2] / 0.02)
+    front = _smoothstep(z / 0.02)
     scalp_or_face = torch.maximum(f("scalp"), f("face"))
     hair = (1 - front) * f("scalp") + front * above * scalp_or_face
     albedo = _blend(albedo, colour(app.hair) * low_frequency(neutral * 3.0, app.wave_freq, app.wave_phase, app.wave_amp)[:, None], hair)
 
     # Eyes: sclera, iris and pupil by the angle from the gaze direction (+z) at each eyeball centre.
-    eyes = regions["eyeballs"].to(neutral.device)
-    if eyes.any():
-        side = neutral[:, 0] > 0
-        for half in (eyes & side, eyes & ~side):
-            if not half.any():
-                continue
-            pts = neutral[half]
-            centre = (pts.amax(0) + pts.amin(0)) / 2
-            cos = torch.nn.functional.normalize(pts - centre, dim=-1)[:, 2]
-            eye = colour(SCLERA).expand(len(pts), 3).clone()
-            eye[cos > np.cos(IRIS_ANGLE)] = colour(app.iris)
-            eye[cos > np.cos(PUPIL_ANGLE)] = colour(PUPIL)
-            albedo[half] = eye
+    for half, c in zip(halves, centres):
+        cos = torch.nn.functional.normalize(neutral[half] - c, dim=-1)[:, 2]
+        eye = colour(SCLERA).expand(len(cos), 3).clone()
+        eye[cos > np.cos(IRIS_ANGLE)] = colour(app.iris)
+        eye[cos > np.cos(PUPIL_ANGLE)] = colour(PUPIL)
+        albedo[half] = eye
     return albedo.clamp(0.0, 1.0)

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy.spatial.transform import Rotation
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from omg_lite.config import Config
@@ -87,7 +86,7 @@ def _sample_frames(rng: np.random.Generator, frames: int, n_expr: int, cfg: Conf
     s = cfg.synth
     M = frames
     # a few components at a time, as real expressions are (all at once gives grimaces)
-    active = rng.uniform(size=(M, n_expr)) < 0.35
+    active = rng.uniform(size=(M, n_expr)) < 0.25
     strength = rng.uniform(0.3, 1.0, (M, 1)) * s.expression_std
     expression = np.clip(rng.normal(0.0, 1.0, (M, n_expr)) * strength * active, -2.5 * s.expression_std, 2.5 * s.expression_std)
     # the head's orientation, split between the root and the neck joints
@@ -102,7 +101,8 @@ def _sample_frames(rng: np.random.Generator, frames: int, n_expr: int, cfg: Conf
     pose = np.zeros((M, 15))
     pose[:, 0:3] = _rotvec(*(total * (1 - neck_share)))
     pose[:, 3:6] = _rotvec(*(total * neck_share))
-    pose[:, 6] = s.max_jaw_rad * rng.uniform(0.0, 1.0, M) ** 2
+    open_mouth = rng.uniform(size=M) < 0.4  # most portraits keep the mouth (nearly) closed
+    pose[:, 6] = np.where(open_mouth, s.max_jaw_rad * rng.uniform(0.0, 1.0, M), 0.03 * rng.uniform(0.0, 1.0, M))
     gaze = _rotvec(*np.radians(rng.uniform(-s.max_gaze_deg, s.max_gaze_deg, (2, M))), np.zeros(M))
     pose[:, 9:12] = gaze
     pose[:, 12:15] = gaze
@@ -181,40 +181,45 @@ def write_synth(
 def _write_clip(clip: Path, head, rng: np.random.Generator, frames: int, size: int, cfg: Config, bar) -> tuple[int, int]:
     """Draw one identity and render its frames into ``clip``; returns the torso's (V, F) counts."""
     S, E = int(head.n_shape), int(head.n_expr)
-    shape = torch.tensor(np.clip(rng.normal(0.0, cfg.synth.shape_std, S), -2.5 * cfg.synth.shape_std, 2.5 * cfg.synth.shape_std), dtype=torch.float32)
+    std = cfg.synth.shape_std
+    shape = torch.tensor(np.clip(rng.normal(0.0, std, S), -2.5 * std, 2.5 * std), dtype=torch.float32)  # [S]
     look = sample_appearance(rng)
     light = sample_light(rng)
     background = sample_background(rng)
 
-    zero = HeadParams.zeros(1, S, E)
-    neutral = head(shape[None], zero.expression, zero.pose, zero.translation)
+    neutral = head(shape[None])  # zero expression, pose and translation
     neck = head.regions["neck"]
     neck_verts = neutral.vertices[0][neck]
     torso_p = sample_torso(rng, neck_verts)
     end = neck.nonzero().squeeze(1)[neck_verts[:, 1] < neck_verts[:, 1].min() + NECK_END_BAND]  # the neck's end ring
-    framing = torch.tensor([rng.uniform(-0.012, 0.012), cfg.synth.head_height + rng.uniform(-0.012, 0.012), rng.uniform(-0.05, 0.05)], dtype=torch.float32)
+    jitter = rng.uniform([-0.012, -0.012, -0.05], [0.012, 0.012, 0.05])  # the clip's framing, metres
+    framing = torch.tensor(jitter + [0.0, cfg.synth.head_height, 0.0], dtype=torch.float32)
 
-    albedo = head_albedo(look, neutral.vertices[0], neutral.landmarks[0], head.regions)
+    albedo = head_albedo(look, neutral.vertices[0], head.regions)
     t_verts, t_faces, t_skin = torso_mesh(torso_p)
     t_albedo = torso_albedo(torso_p, t_verts, t_skin, look.skin, (look.wave_freq, look.wave_phase, look.wave_amp))
     t_verts = t_verts + framing
 
-    expression, pose = _sample_frames(rng, frames, E, cfg)
     M = frames
-    params = HeadParams(shape[None].expand(M, S).clone(), torch.tensor(expression, dtype=torch.float32), torch.tensor(pose, dtype=torch.float32), torch.zeros(M, 3))
-    posed = head(params.shape, params.expression, params.pose, params.translation).vertices
-    params.translation = neutral.vertices[0, end].mean(0) - posed[:, end].mean(1) + framing  # [M, 3]
+    expression, pose = (torch.tensor(a, dtype=torch.float32) for a in _sample_frames(rng, M, E, cfg))
+    betas = shape[None].expand(M, S).clone()
+    posed = head(betas, expression, pose).vertices  # [M, V, 3] at zero translation
+    translation = neutral.vertices[0, end].mean(0) - posed[:, end].mean(1) + framing  # [M, 3] keeps the neck end put
+    params = HeadParams(betas, expression, pose, translation)
     camera = Camera.frontal(batch=M, size=size, fov_deg=cfg.camera.fov_deg, distance=cfg.camera.distance)
 
     for kind in (*FRAME_KINDS, "depth"):
         (clip / kind).mkdir(parents=True)
-    landmarks3d = torch.empty(M, 68, 3)
+    landmarks3d = []
     for lo in range(0, M, cfg.synth.batch_frames):
         hi = min(lo + cfg.synth.batch_frames, M)
         p = params[lo:hi]
         o = head(p.shape, p.expression, p.pose, p.translation)
-        landmarks3d[lo:hi] = o.landmarks
-        r = render(o.vertices, head.faces, albedo, t_verts, t_faces, t_albedo, camera[lo:hi], light, background, cfg.synth.supersample)
+        if head.has_landmarks:
+            landmarks3d.append(o.landmarks)
+        r = render(
+            o.vertices, head.faces, albedo, t_verts, t_faces, t_albedo, camera[lo:hi], light, background, cfg.synth.supersample
+        )
         rgb = (r.rgb.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
         for b in range(hi - lo):
             name = _frame_name(lo + b)
@@ -223,9 +228,14 @@ def _write_clip(clip: Path, head, rng: np.random.Generator, frames: int, size: i
                 _write_png(clip / kind / f"{name}.png", m[b].numpy().astype(np.uint8) * 255)
             np.save(clip / "depth" / f"{name}.npy", r.depth[b].numpy().astype(np.float32))
         bar.update(hi - lo)
-    uv, _ = camera.project_world(landmarks3d)
-    save_clip(clip / "params.npz", params, camera, landmarks2d=uv.numpy(), landmarks3d=landmarks3d.numpy())
-    identity = {"appearance": look.to_dict(), "torso": torso_p.to_dict(), "light": light.to_dict(), "background": background.to_dict(), "framing": framing.tolist()}
+    extra = {}
+    if landmarks3d:
+        lmk = torch.cat(landmarks3d)  # [M, K, 3]
+        extra = dict(landmarks2d=camera.project_world(lmk)[0].numpy(), landmarks3d=lmk.numpy(), landmark_ids=head.lmk_ids.numpy())
+    save_clip(clip / "params.npz", params, camera, **extra)
+    identity = dict(
+        appearance=look.to_dict(), torso=torso_p.to_dict(), light=light.to_dict(), background=background.to_dict(), framing=framing.tolist()
+    )
     (clip / "identity.json").write_text(json.dumps(identity, indent=2) + "\n")
     return int(t_verts.shape[0]), int(t_faces.shape[0])
 
@@ -249,7 +259,7 @@ def load_frame(root: str | Path, clip: str | int, frame: int) -> dict:
     Returns ``rgb`` [3, H, W] float in [0, 1]; ``mask``, ``head_mask``, ``torso_mask`` [H, W]
     bool; ``depth`` [H, W] float32; the frame's ``K`` [3, 3], ``R`` [3, 3], ``t`` [3],
     ``shape`` [S], ``expression`` [E], ``pose`` [15], ``translation`` [3], ``landmarks2d``
-    [68, 2]; and ``clip`` (name), ``frame`` (index).
+    [K, 2] (when the head model has landmarks); and ``clip`` (name), ``frame`` (index).
     """
     root = Path(root)
     meta = _read_meta(root)
@@ -274,7 +284,8 @@ def _frame(clip_dir: Path, name: str, frame: int, params: HeadParams, camera: Ca
     item["depth"] = torch.from_numpy(np.load(depth_path))
     item.update(K=camera.K[frame], R=camera.R[frame], t=camera.t[frame])
     item.update(shape=params.shape[frame], expression=params.expression[frame], pose=params.pose[frame], translation=params.translation[frame])
-    item["landmarks2d"] = torch.from_numpy(extra["landmarks2d"][frame])
+    if "landmarks2d" in extra:
+        item["landmarks2d"] = torch.from_numpy(extra["landmarks2d"][frame])
     item.update(clip=name, frame=frame)
     return item
 
