@@ -1,8 +1,8 @@
 """The shoulder branch (paper, Key Design 3: multi-region modelling).
 
 FLAME has no shoulders, so they get their own Gaussians, predicted per pixel of the local
-feature plane and kept where the shoulder mask M_s (portrait mask - head z-buffer mask, from
-:mod:`omg_lite.geometry.shoulders`) is on:
+feature plane and kept where the shoulder mask M_s (portrait mask - head z-buffer mask, no
+segmentation model; :func:`shoulder_plane`) is on:
 
     c_s, o_s, s_s, r_s, O_s = Flatten(Conv(F_local) * M_s)
     p_s = p^_s + O_s n_s,         O_s = delta_s tanh(raw)
