@@ -177,6 +177,15 @@ def test_shapes_at_each_level(head):
         torch.testing.assert_close(out.coarse, out.feature_image[:, :3])
 
 
+def test_an_empty_shoulder_mask_gives_no_shoulder_gaussians(head):
+    model = model_for(head)
+    enc, src, cam, mask = inputs()
+    with torch.no_grad():
+        gs = model.reconstruct(enc, src, cam, torch.zeros_like(mask), 1)
+        out = model.render(gs, driver(), cam)
+    assert gs.num_shoulder == 0 and out.refined.shape == (1, 3, SIZE, SIZE)
+
+
 def test_head_projects_above_the_shoulder_band(head):
     """The premise of the shoulder count above, checked with the camera directly."""
     model = model_for(head)
