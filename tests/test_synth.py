@@ -1,8 +1,9 @@
 """The synthetic portrait world, checked against the world's own ground truth.
 
 Independent truths: the head model + z-buffer re-run from the saved params.npz alone (head
-masks), a brute-force ray-triangle intersection written here (depth), set algebra on the saved
-masks, byte comparison of two runs, and the torso's immobility between frames of a clip.
+masks), a brute-force ray-triangle intersection written here (depth), Lambert's law on a lit
+plane, set algebra on the saved masks, byte comparison of two runs, and the torso's immobility
+between frames of a clip.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import torch
 from PIL import Image
 
 from omg_lite import cli
+from omg_lite.geometry.camera import Camera
 from omg_lite.geometry.zbuffer import rasterize
 from omg_lite.head import load_head_model
 from omg_lite.head.params import load_clip
 from omg_lite.synth import SynthDataset, load_frame, write_synth
+from omg_lite.synth.scene import Background, Light, render
 
 SEED = 3
 SAMPLE_SETS = ("synth_128", "synth_256")
@@ -172,6 +175,22 @@ def test_torso_stays_put_while_the_head_moves(tiny):
     np.testing.assert_array_equal(torso[0][free], torso[1][free])
     np.testing.assert_array_equal(depth[0][free], depth[1][free])
     np.testing.assert_array_equal(rgb[0][free], rgb[1][free])
+
+
+def test_lambert_shading_of_a_plane():
+    # a square at z = 0 facing the camera (+z), lit from 60 degrees off its normal: n . l = 1/2
+    square = torch.tensor([[[-0.5, -0.5, 0.0], [0.5, -0.5, 0.0], [0.5, 0.5, 0.0], [-0.5, 0.5, 0.0]]])
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    albedo = torch.tensor([0.8, 0.5, 0.3]).expand(4, 3)
+    light = Light(direction=[np.sin(np.pi / 3), 0.0, np.cos(np.pi / 3)], key=0.9, ambient=0.25, tint=[1.0, 1.0, 1.0])
+    backdrop = Background("flat", [[0.1, 0.2, 0.3]])
+    camera = Camera.frontal(batch=1, size=32, fov_deg=20.0, distance=5.0)  # the square covers the middle
+    r = render(square, faces, albedo, torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, 3), camera, light, backdrop)
+    expected = ((torch.tensor([0.8, 0.5, 0.3]) ** 2.2) * (0.25 + 0.9 * 0.5)) ** (1 / 2.2)
+    torch.testing.assert_close(r.rgb[0, :, 16, 16], expected)
+    torch.testing.assert_close(r.rgb[0, :, 0, 0], torch.tensor([0.1, 0.2, 0.3]))
+    assert r.head_mask[0, 16, 16] and not r.head_mask[0, 0, 0] and not r.torso_mask.any()
+    torch.testing.assert_close(r.depth[0, 16, 16], torch.tensor(5.0))
 
 
 def test_overwrite_rules(tiny, tmp_path):

@@ -35,7 +35,7 @@ from omg_lite.head import load_head_model
 from omg_lite.head.params import HeadParams, load_clip, save_clip
 from omg_lite.synth.appearance import head_albedo, sample_appearance
 from omg_lite.synth.scene import render, sample_background, sample_light
-from omg_lite.synth.torso import sample_torso, torso_albedo, torso_mesh
+from omg_lite.synth.torso import N_AROUND, N_RINGS, sample_torso, torso_albedo, torso_mesh
 
 GENERATOR_VERSION = 1
 MIN_SIZE = 32
@@ -140,10 +140,9 @@ def write_synth(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         seeds = np.random.SeedSequence(seed).spawn(identities)
-        torso_counts = (0, 0)
         with tqdm(total=identities * frames, unit="frame", desc="synth", disable=not progress) as bar:
             for i in range(identities):
-                torso_counts = _write_clip(tmp / _clip_name(i), head, np.random.default_rng(seeds[i]), frames, size, cfg, bar)
+                _write_clip(tmp / _clip_name(i), head, np.random.default_rng(seeds[i]), frames, size, cfg, bar)
         meta = {
             "generator": "omg_lite.synth",
             "version": GENERATOR_VERSION,
@@ -159,7 +158,7 @@ def write_synth(
                 "n_vertices": int(head.num_vertices),
                 "n_faces": int(head.num_faces),
             },
-            "torso": {"n_vertices": torso_counts[0], "n_faces": torso_counts[1]},
+            "torso": {"n_vertices": N_RINGS * N_AROUND, "n_faces": 2 * (N_RINGS - 1) * N_AROUND},
             "camera": asdict(cfg.camera),
             "synth": asdict(cfg.synth),
         }
@@ -178,8 +177,8 @@ def write_synth(
 
 
 @torch.no_grad()
-def _write_clip(clip: Path, head, rng: np.random.Generator, frames: int, size: int, cfg: Config, bar) -> tuple[int, int]:
-    """Draw one identity and render its frames into ``clip``; returns the torso's (V, F) counts."""
+def _write_clip(clip: Path, head, rng: np.random.Generator, frames: int, size: int, cfg: Config, bar) -> None:
+    """Draw one identity and render its frames into ``clip``."""
     S, E = int(head.n_shape), int(head.n_expr)
     std = cfg.synth.shape_std
     shape = torch.tensor(np.clip(rng.normal(0.0, std, S), -2.5 * std, 2.5 * std), dtype=torch.float32)  # [S]
@@ -237,7 +236,6 @@ def _write_clip(clip: Path, head, rng: np.random.Generator, frames: int, size: i
         appearance=look.to_dict(), torso=torso_p.to_dict(), light=light.to_dict(), background=background.to_dict(), framing=framing.tolist()
     )
     (clip / "identity.json").write_text(json.dumps(identity, indent=2) + "\n")
-    return int(t_verts.shape[0]), int(t_faces.shape[0])
 
 
 def _read_meta(root: Path) -> dict:

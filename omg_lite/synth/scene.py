@@ -117,6 +117,8 @@ def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:  # verts [B, V, 3], 
 
 @dataclass
 class Rendered:
+    """B rendered frames: colour, the head / torso split of the portrait, and depth."""
+
     rgb: Tensor  # [B, 3, H, W] sRGB in [0, 1]
     head_mask: Tensor  # [B, H, W] bool
     torso_mask: Tensor  # [B, H, W] bool
@@ -169,7 +171,7 @@ def render(
     normals_cam = vertex_normals(verts_cam, faces)
     n = nnf.normalize(hi.interpolate(normals_cam, faces), dim=-1)  # [B, H', W', 3]
     p = hi.interpolate(verts_cam, faces)  # [B, H', W', 3] surface points; the camera sits at 0
-    n = torch.where(((n * p).sum(-1, keepdim=True) > 0), -n, n)  # face the camera
+    n = torch.where((n * p).sum(-1, keepdim=True) > 0, -n, n)  # face the camera
     l_cam = camera.R @ torch.tensor(light.direction, dtype=dtype, device=device)  # [B, 3]
     lambert = (n * l_cam[:, None, None, :]).sum(-1).clamp_min(0)  # [B, H', W']
     a_lin = hi.interpolate(albedo.expand(B, -1, -1), faces).clamp(0, 1) ** GAMMA  # [B, H', W', 3]
