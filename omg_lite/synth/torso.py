@@ -6,15 +6,17 @@ synthetic world therefore adds a torso of its own: a stack of rings under the ne
 world for a whole clip, so it does not follow the head's neck or global pose, as in real
 portraits where the head turns on the shoulders.
 
-Ring k hangs a drop d below the collar; its cross-section is a superellipse
+A point at angle t (front at t = pi/2) hanging a drop d below the collar lies on the
+superellipse
 
     x = a(d) sgn(cos t) |cos t|^(2/n(d)),   z = b(d) sgn(sin t) |sin t|^(2/n(d)),
 
 around the collar centre, with the half-width a(d) rising along a smoothstep from the neck to
 the shoulder tips (vertical neck, sloping trapezius, rounded shoulder, vertical arm), the
 half-depth b(d) rising from the neck to the chest, and n(d) from 2 (round neck) to 3 (boxy
-chest). The top ring is a collar around the neck base; the bottom ring lies below the image.
-Clothing covers it below a random neckline (round or V); skin shows above.
+chest); the collar rises at the sides and back. The top ring is a collar around the neck base;
+the bottom ring lies below the image. Clothing covers it below a random neckline (round or V);
+skin shows above.
 """
 
 from __future__ import annotations
