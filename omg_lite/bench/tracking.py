@@ -80,7 +80,7 @@ def render_clip(head, params: HeadParams, size: int, cfg: Config, rng: np.random
     torso_p = sample_torso(rng, neck_verts)
     end = neck.nonzero().squeeze(1)[neck_verts[:, 1] < neck_verts[:, 1].min() + NECK_END_BAND]
     framing = torch.tensor([0.0, cfg.synth.head_height, 0.0])
-    albedo = head_albedo(look, neutral.vertices[0], neutral.landmarks[0], head.regions)
+    albedo = head_albedo(look, neutral.vertices[0], head.regions)
     t_verts, t_faces, t_skin = torso_mesh(torso_p)
     t_albedo = torso_albedo(torso_p, t_verts, t_skin, look.skin, (look.wave_freq, look.wave_phase, look.wave_amp))
     posed = head(params.shape, params.expression, params.pose, torch.zeros(M, 3)).vertices
