@@ -114,10 +114,13 @@ def train(
     trainer = Trainer(apply_overrides(cfg, list(overrides)), out, resume=resume, preset_name=name)
     try:
         trainer.fit()
+        held = trainer.evaluate() if trainer.cfg.train.heldout > 0 else {}
     finally:
         ddp.cleanup()
     if trainer.dist.main:
         print(f"trained {trainer.step} steps; newest checkpoint {trainer.checkpoint}; logs: tensorboard --logdir {out / 'tb'}")
+        if held:
+            print("held-out identities: " + ", ".join(f"{k.upper()} {v:.4g}" for k, v in held.items()) + f" (details: {out / 'heldout.json'})")
 
 
 COMMANDS["train"] = train

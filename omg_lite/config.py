@@ -220,7 +220,7 @@ PRESETS: dict[str, Config] = {
         model=ModelConfig(local_dim=384, dim=32, layers=1, heads=2, channels=8, head_hidden=16, refiner_width=8, refiner_depth=1),
         train=TrainConfig(synth_identities=3, synth_frames=3, image_size=64, batch_size=2, steps=3, log_every=1, image_every=3, ckpt_every=2),
     ),
-    "lite": Config(train=TrainConfig(synth_identities=12, synth_frames=8, heldout=2, image_size=128, batch_size=4, steps=1500)),
+    "lite": Config(train=TrainConfig(synth_identities=24, synth_frames=8, heldout=4, image_size=128, batch_size=4, steps=800, lod_schedule=(0.5, 0.8))),
     "paper": Config(
         head=HeadConfig(n_shape=100, n_expr=50),
         encoder=EncoderConfig(name="vit_base_patch14_dinov2", image_size=518, local_size=296, local_dim=128),

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -253,6 +254,25 @@ def test_checkpoint_excludes_the_frozen_backbone_and_loads_without_pickle(short_
     assert state["step"] == 2 and "optimizer" in state and "rng" in state
 
 
+def test_heldout_metrics_are_computed_on_the_heldout_identities(clips, tmp_path):
+    t = trainer(tiny_cfg(clips), tmp_path / "run", random_parts=False)
+    metrics = t.evaluate()
+    record = json.loads((tmp_path / "run" / "heldout.json").read_text())
+    assert record["clips"] == ["clip2"] and record["pairs"] == 4 and record["lod"] == 2
+    # PSNR by hand: 10 log10(1 / mse) per image, averaged over the held-out pairs
+    data = PairDataset(clips, 32, split="heldout", heldout=1, seed=0)
+    t.net.eval()
+    with torch.no_grad():
+        psnr = []
+        for i in range(len(data)):
+            b = collate([data[i]])
+            pred = t.net(t.encoder.backbone_features(b.source_rgb), b, 2).refined.clamp(0, 1)
+            mse = ((pred - target_image(b, 1.0)) ** 2).mean().item()
+            psnr.append(10 * np.log10(1 / mse))
+    assert metrics["psnr"] == pytest.approx(np.mean(psnr), rel=1e-4)
+    assert 0 < metrics["ssim"] < 1 and metrics["lpips"] > 0
+
+
 def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(clips, tmp_path):
     t = trainer(tiny_cfg(clips), tmp_path / "run", poison_at=3)
     with pytest.raises(NonFiniteLoss, match=r"nan at step 3.*step_000002\.safetensors"):
@@ -264,7 +284,10 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(clips, tmp_
 
 def test_a_failed_write_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     w = {"a": torch.ones(3)}
-    save_checkpoint(tmp_path, 1, w, {"optimizer": {}}, {})
+    path = save_checkpoint(tmp_path, 1, w, {"optimizer": {}}, {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
     import omg_lite.train.checkpoint as ckpt
 
     def broken(tensors, path, metadata=None):
@@ -312,6 +335,10 @@ def test_resume_refuses_a_checkpoint_of_another_model(clips, short_run, tmp_path
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="does not fit this model .*shapes differ"):
         Trainer(tiny_cfg(clips), tmp_path / "other", resume=True, model=StandIn(4), encoder=tiny_encoder(local_dim=4), progress=False)
+    encoder = tiny_encoder()
+    encoder._weights_id = "file:0123456789abcdef"  # as if encoder.weights=auto had found real DINOv2 weights
+    with pytest.raises(ValueError, match="trained on the backbone .*random:seed0"):
+        Trainer(tiny_cfg(clips), tmp_path / "other", resume=True, model=StandIn(8), encoder=encoder, progress=False)
 
 
 def test_run_folder_rules(clips, short_run, tmp_path):
@@ -377,3 +404,24 @@ def test_ddp_gradients_equal_a_single_process_on_the_global_batch(clips, tmp_pat
     assert sorted(truth) == sorted(ddp_grads)
     for n in truth:
         torch.testing.assert_close(ddp_grads[n], truth[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+# -- the real model, end to end ------------------------------------------------------------------------
+@pytest.mark.slow  # synthesises 9 frames, builds ViT-S + OMGModel, JIT-compiles the splatter, 3 steps (lod 0, 1, 2)
+def test_smoke_preset_trains_end_to_end(tmp_path, capsys):
+    from omg_lite.cli import main
+
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random DINOv2 / LPIPS trunks offline: warned about, expected here
+        assert main(["train", "--preset", "smoke", "--out", str(run)]) == 0
+    assert "trained 3 steps" in capsys.readouterr().out
+    ck = run / "checkpoints"
+    assert (ck / "latest").read_text().strip() == "step_000003"
+    tensors, meta = load_weights(ck / "step_000003.safetensors")
+    assert any(k.startswith("model.global_branch.") for k in tensors) and not any(k.startswith("encoder.backbone.") for k in tensors)
+    assert all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
+    assert json.loads(meta["config"])["preset"] == "smoke"
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    held = json.loads((run / "heldout.json").read_text())
+    assert held["clips"] == ["id002"] and np.isfinite(held["psnr"])

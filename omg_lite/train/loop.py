@@ -38,7 +38,7 @@ from omg_lite.features import BackboneFeatures, DinoEncoder, FeatureCache
 from omg_lite.train import ddp
 from omg_lite.train.checkpoint import atomic_write_text, check_fits, latest_checkpoint, load_state, load_weights, save_checkpoint
 from omg_lite.train.data import PairBatch, PairDataset, collate
-from omg_lite.train.losses import MIN_SIZE, OMGLoss
+from omg_lite.train.losses import MIN_SIZE, OMGLoss, build_lpips
 
 CONFIG_FILE = "config.json"
 
@@ -174,7 +174,8 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------
     def _config_record(self) -> dict:
-        return {"preset": self.preset, "config": dataclasses.asdict(self.cfg)}
+        """The run's preset, config and the backbone it trains on (which weights "auto" resolved to)."""
+        return {"preset": self.preset, "encoder": self.encoder.identity_key, "config": dataclasses.asdict(self.cfg)}
 
     def _check_run(self, resume: bool) -> None:
         has_run = (self.run / CONFIG_FILE).is_file()
@@ -208,6 +209,10 @@ class Trainer:
         if path is None:
             return  # the run stopped before its first checkpoint: start from step 0
         tensors, meta = load_weights(path)
+        trained_on = json.loads(meta["config"]).get("encoder")
+        if trained_on != self.encoder.identity_key:
+            raise ValueError(f"checkpoint {path} was trained on the backbone {trained_on!r} but this run now has {self.encoder.identity_key!r} "
+                             "(encoder.weights resolved differently on this machine): set encoder.weights to the run's weights to resume it")
         own = trainable_state(self.net, self.frozen)
         check_fits(path, tensors, own)
         self.net.load_state_dict(tensors, strict=False)
@@ -284,6 +289,48 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return history
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "heldout", lod: int | None = None) -> dict[str, float]:
+        """Mean PSNR / SSIM / LPIPS of I_r against I_d over ``split``'s pairs (epoch 0's, fixed by the
+        seed), at level ``lod`` (default: the finest); written to RUN/heldout.json and TensorBoard.
+
+        LPIPS here is the SqueezeNet trunk, as in the release's evaluation (random offline, labelled).
+        Main process only; the other ranks return {}.
+        """
+        from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+        if not self.dist.main:
+            return {}
+        t, dev = self.cfg.train, self.dist.device
+        data = PairDataset(self.data.root, t.image_size, split=split, heldout=t.heldout, seed=t.seed)
+        if len(data) == 0:
+            raise ValueError(f"no {split} pairs to evaluate: set train.heldout > 0 (identities held out from training)")
+        lod = self.cfg.model.levels if lod is None else lod
+        lpips, label = build_lpips("squeeze")
+        lpips = lpips.to(dev)
+        scores: dict[str, list[Tensor]] = {"psnr": [], "ssim": [], "lpips": []}
+        self.net.eval()
+        try:
+            for lo in range(0, len(data), self.local_batch):
+                batch = collate([data[i] for i in range(lo, min(lo + self.local_batch, len(data)))]).to(dev)
+                pred = self.net(self._features(batch.source_rgb), batch, lod).refined.float().clamp(0, 1)
+                target = target_image(batch, self.cfg.model.background)
+                scores["psnr"].append(peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3)))
+                scores["ssim"].append(structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none"))
+                scores["lpips"].append(lpips(pred, target, normalize=True).flatten())
+        finally:
+            self.net.train()
+        metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
+        record = {"split": split, "pairs": len(data), "clips": [c.name for c in data.clips], "lod": lod, "step": self.step,
+                  "lpips_trunk": label, "encoder": self.encoder.weights_source, **metrics}
+        atomic_write_text(self.run / f"{split}.json", json.dumps(record, indent=2) + "\n")
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(self.run / "tb")) as writer:
+            for k, v in metrics.items():
+                writer.add_scalar(f"{split}/{k.replace('lpips', label)}", v, self.step)
+        return metrics
 
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (main process only); refuses non-finite weights."""
