@@ -146,8 +146,9 @@ def _span(u, dy, ca, cb, cc, level, x0, x1):
 
 @nb.njit(parallel=True, cache=True)
 def blend_forward(means2d, conics, opacities, colors, depths, radii, background, tile_offsets, ids,
-                  image, alpha_out, depth_out, t_final, last, pairs):
-    """Fill image [B, C, H, W], alpha_out/depth_out [B, 1, H, W], t_final/last [B, H, W], pairs [tiles]."""
+                  image, alpha_out, depth_out, t_final, last, used, pairs):
+    """Fill image [B, C, H, W], alpha_out/depth_out [B, 1, H, W], t_final/last [B, H, W],
+    used [M] (list entries that blended at least one pixel) and pairs [tiles]."""
     B, _, C = colors.shape
     H, W = t_final.shape[1:]
     TW, TH = (W + TILE - 1) // TILE, (H + TILE - 1) // TILE
@@ -200,6 +201,7 @@ def blend_forward(means2d, conics, opacities, colors, depths, radii, background,
                     acc_z[p] += w * depths[b, g]
                     T[p] = t_next
                     end[p] = e + 1
+                    used[e] = True
                     n_pairs += 1
             if n_done == n_pix:
                 break
@@ -219,7 +221,7 @@ def blend_forward(means2d, conics, opacities, colors, depths, radii, background,
 
 @nb.njit(parallel=True, cache=True)
 def blend_backward(means2d, conics, opacities, colors, depths, radii, background, tile_offsets, ids, slots,
-                   t_final, last, alpha_out, depth_out, g_image, g_alpha, g_depth, rows, g_background):
+                   t_final, last, used, alpha_out, depth_out, g_image, g_alpha, g_depth, rows, g_background):
     """Fill rows [M, 7 + C] (list entry e in row slots[e]) and g_background [tiles, C] (per-tile sums)."""
     B, _, C = colors.shape
     H, W = t_final.shape[1:]
@@ -258,6 +260,8 @@ def blend_backward(means2d, conics, opacities, colors, depths, radii, background
                 e_max = max(e_max, end[p])
         d_colour = np.zeros(C, np.float32)
         for e in range(e_max - 1, start - 1, -1):
+            if not used[e]:  # blended nowhere: its rows stay zero
+                continue
             g = ids[e]
             u, v = means2d[b, g, 0], means2d[b, g, 1]
             ca, cb, cc = conics[b, g, 0], conics[b, g, 1], conics[b, g, 2]
@@ -340,12 +344,13 @@ class _FastSplat(torch.autograd.Function):
         depth = np.empty((B, 1, H, W), np.float32)
         t_final = np.empty((B, H, W), np.float64)
         last = np.empty((B, H, W), np.int64)
+        used = np.zeros(len(ids), np.bool_)
         pairs = np.zeros(len(tile_offsets) - 1, np.int64)
         with nb.parallel_chunksize(CHUNK):
             blend_forward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids,
-                          image, alpha, depth, t_final, last, pairs)
+                          image, alpha, depth, t_final, last, used, pairs)
         ctx.arrays = (m, q, s, o, f, bg, K, R, t, means2d, conics, depths, radii,
-                      tile_offsets, ids, g_offsets, slots, t_final, last, alpha.copy(), depth.copy())
+                      tile_offsets, ids, g_offsets, slots, t_final, last, used, alpha.copy(), depth.copy())
         ctx.size = (W, H)
         dtype = means.dtype
         outs = [torch.from_numpy(x).to(dtype) for x in (image, alpha, depth)]
@@ -356,14 +361,14 @@ class _FastSplat(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_image, g_alpha, g_depth, _g_pairs):
         (m, q, s, o, f, bg, K, R, t, means2d, conics, depths, radii,
-         tile_offsets, ids, g_offsets, slots, t_final, last, alpha, depth) = ctx.arrays
+         tile_offsets, ids, g_offsets, slots, t_final, last, used, alpha, depth) = ctx.arrays
         W, H = ctx.size
         B, N, C = f.shape
         rows = np.zeros((len(ids), NG + C), np.float32)
         g_bg = np.zeros((len(tile_offsets) - 1, C), np.float64)
         with nb.parallel_chunksize(CHUNK):
             blend_backward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids, slots,
-                           t_final, last, alpha, depth, _f32(g_image), _f32(g_alpha), _f32(g_depth), rows, g_bg)
+                           t_final, last, used, alpha, depth, _f32(g_image), _f32(g_alpha), _f32(g_depth), rows, g_bg)
         g_means = np.zeros((B, N, 3), np.float32)
         g_quats = np.zeros((B, N, 4), np.float32)
         g_scales = np.zeros((B, N, 3), np.float32)
