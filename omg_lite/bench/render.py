@@ -12,7 +12,8 @@ Figures per configuration:
 - ``pairs``: Gaussian-pixel pairs blended, i.e. pairs with alpha >= 1/255 that were composited
   before the pixel's transmittance ran out (``RenderOutput.pairs``);
 - ``ms``: median wall time of ``render()`` (with ``--backward``: plus the backward pass for a
-  random upstream gradient on image, alpha and depth), after two warm-up calls;
+  random upstream gradient on image, alpha and depth), after two warm-up calls; ``cpu_ms``: the
+  mean CPU time per call, all threads together (steadier than wall time on a loaded machine);
 - ``Mpairs_s``: pairs / time; ``ns_pair``: time / pairs (flat when cost grows linearly with pairs);
   ``S`` is the image size (S x S), ``C`` the feature channels;
 - ``peak_mb``: the peak resident memory of the process while rendering, and ``render_mb`` that
@@ -27,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -111,7 +113,9 @@ def measure(gaussians: int, size: int, channels: int, backward: bool = False, ba
     step()  # loads (or compiles) the kernels before the memory baseline
     before = _current_rss_mb()
     have_reset = _reset_peak()
+    cpu0 = time.process_time()
     ms = time_ms(step, device=device, warmup=1, repeat=repeat)
+    cpu_ms = (time.process_time() - cpu0) * 1e3 / (1 + repeat)
     peak = _peak_since_reset_mb() if have_reset else peak_rss_mb()
     pairs = result["pairs"]
     return {
@@ -122,6 +126,7 @@ def measure(gaussians: int, size: int, channels: int, backward: bool = False, ba
         "pass": "fwd+bwd" if backward else "fwd",
         "pairs": pairs if pairs is not None else "-",
         "ms": ms,
+        "cpu_ms": cpu_ms,
         "Mpairs_s": pairs / ms / 1e3 if pairs else "-",
         "ns_pair": ms * 1e6 / pairs if pairs else "-",
         "peak_mb": peak,
