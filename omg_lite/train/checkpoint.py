@@ -115,13 +115,13 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
             meta = dict(f.metadata() or {})
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:
-        raise ValueError(f"checkpoint {path} is corrupt or truncated (not a readable safetensors file: {e}); resume from an earlier one or retrain") from None
+        raise ValueError(f"checkpoint {path} is corrupt or truncated (not a readable safetensors file: {e}); to resume from an earlier checkpoint write its name (e.g. step_000500) into checkpoints/latest, or retrain") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an omg_lite training checkpoint (its metadata has no format={FORMAT!r}); it was written by another program")
     if meta.get("version") != VERSION:
         raise ValueError(f"checkpoint {path} has format version {meta.get('version')!r}; this omg_lite reads version {VERSION}")
     if tensors_digest(tensors) != meta.get("sha256"):
-        raise ValueError(f"checkpoint {path} is corrupt: its tensors do not match the checksum written with them; resume from an earlier one or retrain")
+        raise ValueError(f"checkpoint {path} is corrupt: its tensors do not match the checksum written with them; to resume from an earlier checkpoint write its name (e.g. step_000500) into checkpoints/latest, or retrain")
     return tensors, meta
 
 

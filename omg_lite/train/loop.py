@@ -16,7 +16,8 @@ second, 2 for the last.
 
 Exact resume: the pairs of step s depend on (seed, s) only (see :mod:`.data`); a checkpoint stores
 the weights, Adam's state and the torch / numpy / python RNG states, so ``--resume`` reproduces the
-losses an uninterrupted run would have had, step for step. A non-finite loss stops the run before
+losses an uninterrupted run would have had, step for step (under DDP every rank restores rank 0's
+RNG states: exact as long as the model draws no per-rank random numbers). A non-finite loss stops the run before
 the optimizer step, naming the step and the last good checkpoint; nothing is saved after it.
 """
 
