@@ -1,0 +1,215 @@
+"""Avatar: reconstruct once, animate positions only, switch LOD, drivers, .ply export, checkpoints.
+
+Independent truths: call counts of the reconstruction modules (mocks), the splatter's inputs, the
+head model's own posed mesh and trimesh's midpoint subdivision of it (positions per level), the
+synthetic world's ground-truth translations (neck placement), closed-form values of the driving
+path, plyfile's reading of the exported avatar and the safetensors file the trainer wrote.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import plyfile
+import pytest
+import torch
+import trimesh
+from safetensors.torch import load_file
+
+import omg_lite.model.omg as omg_module
+from omg_lite.avatar import Avatar, AvatarModel, Driver, load_driver, retarget, synthetic_path
+from omg_lite.config import preset
+from omg_lite.evaluate import clip_folders, read_clip
+from omg_lite.head.params import HeadParams, save_clip
+from omg_lite.model import OMGModel
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTH = ROOT / "data_samples" / "synth_128"
+
+
+def smoke_run(folder: Path) -> Path:
+    """A smoke-preset run folder with one checkpoint, written by the Trainer (untrained weights, step 0)."""
+    from omg_lite.train import Trainer
+
+    cfg = preset("smoke")
+    cfg.train.data, cfg.encoder.weights, cfg.train.w_lpips = str(SYNTH), "random", 0.0  # no LPIPS trunk to build
+    trainer = Trainer(cfg, folder, preset_name="smoke", progress=False)
+    trainer.save()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return smoke_run(tmp_path_factory.mktemp("avatar") / "run")
+
+
+@pytest.fixture(scope="module")
+def net(run) -> AvatarModel:
+    return AvatarModel.load(run, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip(net):
+    return read_clip(clip_folders(SYNTH)[0], net.image_size)
+
+
+@pytest.fixture(scope="module")
+def avatar(net, clip) -> Avatar:
+    return Avatar.from_frame(clip.rgb[0], clip.params[0:1], clip.camera[0:1], clip.mask[0, 0], net=net)
+
+
+def test_animate_changes_positions_only(avatar, clip, monkeypatch):
+    model, encoder = avatar.net.model, avatar.net.encoder
+    calls = {"encoder": 0, "backbone": 0, "global": 0, "hierarchy": 0, "heads": 0, "shoulder": 0}
+
+    def count(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(encoder, "forward", count("encoder", encoder.forward))
+    monkeypatch.setattr(encoder, "backbone_features", count("backbone", encoder.backbone_features))
+    monkeypatch.setattr(model.global_branch, "forward", count("global", model.global_branch.forward))
+    monkeypatch.setattr(model.hierarchy, "forward", count("hierarchy", model.hierarchy.forward))
+    monkeypatch.setattr(model.shoulder, "forward", count("shoulder", model.shoulder.forward))
+    for h in model.heads:
+        monkeypatch.setattr(h, "forward", count("heads", h.forward))
+    seen = []
+    real_splat = omg_module.splat
+    monkeypatch.setattr(omg_module, "splat", lambda *a, **k: seen.append([x.clone() for x in a[:5]]) or real_splat(*a, **k))
+
+    gs = avatar.gaussians
+    before = {k: (a.features, a.opacities.clone(), a.scales.clone(), a.quats.clone()) for k, a in gs.levels.items()}
+    avatar.lod = 1
+    frames = avatar.animate(clip.params[1:3])
+    assert frames.shape == (2, 3, clip.rgb.shape[-2], clip.rgb.shape[-1])
+    assert sum(calls.values()) == 0, calls  # nothing of reconstruction runs per frame
+    s, a = gs.shoulders, gs.levels[1]
+    for i in (2, 3, 4):  # quats, scales, opacities, features of G = H_1 U S: the kept tensors, both frames
+        want = torch.cat([[a.quats, a.scales, a.opacities, a.features][i - 1], [s.attributes.quats, s.attributes.scales, s.attributes.opacities,
+                                                                           s.attributes.features][i - 1]], 1)
+        assert torch.equal(seen[0][i], want) and torch.equal(seen[1][i], want)
+    assert not torch.equal(seen[0][0], seen[1][0])  # positions moved with the driver
+    assert torch.equal(seen[0][0][:, a.count :], s.means)  # shoulders fixed in world
+    for k, (f, o, sc, q) in before.items():
+        assert gs.levels[k].features is f and torch.equal(gs.levels[k].opacities, o) and torch.equal(gs.levels[k].quats, q)
+
+
+def test_lod_switch_counts_and_limits(net, clip, avatar):
+    head = net.head
+    mesh = trimesh.Trimesh(head.v_template.numpy(), head.faces.numpy(), process=False)
+    v1, f1 = trimesh.remesh.subdivide(mesh.vertices, mesh.faces)
+    v2, _ = trimesh.remesh.subdivide(v1, f1)
+    for k, n in enumerate([len(mesh.vertices), len(v1), len(v2)]):
+        avatar.lod = k
+        assert avatar.counts()["head"] == n
+        assert avatar.counts()["total"] == n + int(avatar.gaussians.shoulders.valid.sum())
+    low = Avatar.from_frame(clip.rgb[0], clip.params[0:1], clip.camera[0:1], clip.mask[0, 0], net=net, lod=1)
+    assert low.levels == [0, 1]
+    with pytest.raises(ValueError, match="reconstructed up to level 1"):
+        low.lod = 2
+
+
+def test_positions_are_the_subdivided_posed_head(net, clip):
+    cfg = copy.deepcopy(net.cfg)
+    cfg.model.use_global = False  # no offsets: positions are the head model's own mesh
+    plain = AvatarModel(cfg, "smoke", net.encoder, OMGModel(cfg.model, net.head).eval(), "test")
+    av = Avatar.from_frame(clip.rgb[0], clip.params[0:1], clip.camera[0:1], clip.mask[0, 0], net=plain, lod=1)
+    drv = clip.params[2:3]
+    V0 = net.head(drv).vertices[0].numpy()
+    assert np.allclose(av.positions(drv, 0)[0].numpy(), V0, atol=1e-6)
+    v1, _ = trimesh.remesh.subdivide(V0, net.head.faces.numpy())
+    p1 = av.positions(drv, 1)[0].numpy()
+    assert p1.shape == v1.shape
+    from scipy.spatial import cKDTree
+
+    assert cKDTree(p1).query(v1)[0].max() < 1e-6  # the same points, in any order
+
+
+def test_neck_placement_reproduces_the_synthetic_worlds_translation(net):
+    params = read_clip(clip_folders(SYNTH)[1], 64).params
+    placed = retarget(net.head, params[0:1], params[1:], "neck")
+    assert torch.allclose(placed.translation, params.translation[1:], atol=1e-5)  # synth keeps the neck ring fixed
+    assert torch.equal(placed.expression, params.expression[1:]) and torch.equal(placed.pose, params.pose[1:])
+    same = retarget(net.head, params[0:1], params[1:], "absolute")
+    assert torch.equal(same.translation, params.translation[1:])
+    with pytest.raises(ValueError, match="translation mode"):
+        retarget(net.head, params[0:1], params[1:], "relative")
+
+
+def test_synthetic_path_closed_form():
+    p = synthetic_path(4, 20, 16, pitch_deg=0.0, roll_deg=0.0, yaw_deg=25.0, jaw=0.2)
+    assert torch.allclose(p.pose[1, 0:3], torch.tensor([0.0, np.radians(0.8 * 25.0), 0.0], dtype=torch.float32), atol=1e-6)  # s = 1/4: full yaw, root share 0.8
+    assert torch.allclose(p.pose[:, 6], 0.2 * (1 - torch.cos(np.pi * torch.arange(4.0))) / 2, atol=1e-6)
+    assert torch.equal(p.expression[0], torch.zeros(16))  # s = 0: psi = 0
+    long = synthetic_path(8, 20, 16)
+    assert torch.allclose(long.pose[::2], synthetic_path(4, 20, 16).pose, atol=1e-6)  # a function of s = m / M only
+
+
+def test_driver_bad_inputs(net, tmp_path):
+    head, cfg = net.head, net.cfg
+    other = HeadParams.zeros(3, 100, 50)
+    with pytest.raises(ValueError, match="another head model"):
+        load_driver(other, head, cfg)
+    with pytest.raises(ValueError, match="more than --max-frames 2"):
+        load_driver(synthetic_path(3, 20, 16), head, cfg, max_frames=2)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable params.npz"):
+        load_driver(tmp_path / "bad.npz", head, cfg)
+    (tmp_path / "bad.mp4").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(ValueError, match="not a readable video"):
+        load_driver(tmp_path / "bad.mp4", head, cfg)
+    with pytest.raises(ValueError, match="frame rate"):
+        Driver(synthetic_path(2, 20, 16), fps=0.0)
+    path = tmp_path / "drv" / "params.npz"
+    from omg_lite.geometry.camera import Camera
+
+    save_clip(path, synthetic_path(5, 20, 16), Camera.frontal(batch=5), fps=np.float32(30))
+    d = load_driver(path.parent, head, cfg)
+    assert (len(d), d.fps, d.translation) == (5, 30.0, "neck")
+
+
+def test_export_ply_reads_back_with_plyfile(avatar, tmp_path):
+    path = avatar.export_ply(tmp_path / "a.ply", lod=0)
+    v = plyfile.PlyData.read(str(path))["vertex"]
+    c = avatar.counts(0)
+    assert len(v) == c["total"]
+    means = np.stack([v["x"], v["y"], v["z"]], 1)
+    assert np.allclose(means[: c["head"]], avatar.positions(avatar.source.params, 0)[0].numpy(), atol=1e-6)
+    o = avatar.gaussians.levels[0].opacities[0].numpy()
+    assert np.allclose(1 / (1 + np.exp(-v["opacity"][: c["head"]])), o, atol=1e-5)
+
+
+def test_checkpoint_loading(run, net, monkeypatch, tmp_path):
+    weights = load_file(str(next((run / "checkpoints").glob("step_*.safetensors"))))
+    state = net.model.state_dict()
+    for k, v in weights.items():
+        if k.startswith("model."):
+            assert torch.equal(state[k[len("model."):]], v)
+    single = AvatarModel.load(next((run / "checkpoints").glob("*.safetensors")), preset="smoke")
+    assert single.preset == "smoke" and single.step == 0
+    with pytest.raises(ValueError, match="trained with the 'smoke' preset, not 'lite'"):
+        AvatarModel.load(run, preset="lite")
+    import omg_lite.avatar as avatar_module
+
+    monkeypatch.setattr(avatar_module, "DEFAULT_CHECKPOINT", tmp_path / "lite")
+    with pytest.raises(FileNotFoundError, match="omg-lite train --preset lite --out data_samples/lite"):
+        AvatarModel.load(None)
+    (tmp_path / "x.pt").write_bytes(b"0")
+    with pytest.raises(ValueError, match="not an omg_lite checkpoint"):
+        AvatarModel.load(tmp_path / "x.pt")
+
+
+def test_untrained_model_is_labelled():
+    m = AvatarModel.untrained("smoke", device="cpu")
+    assert not m.trained and m.label.startswith("UNTRAINED")
+
+
+def test_photo_without_a_face(net):
+    from omg_lite.tracking import NoFaceError
+
+    with pytest.raises(NoFaceError, match="no face"):
+        Avatar.from_image(np.full((128, 128, 3), 128, np.uint8), net=net)
