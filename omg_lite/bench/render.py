@@ -14,7 +14,8 @@ Figures per configuration:
 - ``ms``: median wall time of ``render()`` (with ``--backward``: plus the backward pass for a
   random upstream gradient on image, alpha and depth), after two warm-up calls; ``cpu_ms``: the
   mean CPU time per call, all threads together (steadier than wall time on a loaded machine);
-- ``Mpairs_s``: pairs / time; ``ns_pair``: time / pairs (flat when cost grows linearly with pairs);
+- ``Mpairs_s``: pairs / time; ``ns_pair``: time / pairs. The cost is a N + b pairs (projection
+  and binning per Gaussian, blending per pair); ``viz.splat.scaling_figure`` fits a and b;
   ``S`` is the image size (S x S), ``C`` the feature channels;
 - ``peak_mb``: the peak resident memory of the process while rendering, and ``render_mb`` that
   peak minus the resident memory just before (inputs built, kernels loaded). Each configuration
@@ -147,7 +148,7 @@ def measure_fresh(gaussians: int, size: int, channels: int, backward: bool = Fal
 
 def scaling_table(gaussians=TABLE_GAUSSIANS, sizes=TABLE_SIZES, channels: int = 32, backward: bool = False,
                   backend: str = "torch", repeat: int = 3, fresh: bool = True) -> list[dict]:
-    """Rows for every N x S: cost should grow linearly with pairs (``ns_pair`` roughly flat)."""
+    """Rows for every N x S (cost = a N + b pairs: see ``viz.splat.scaling_figure``)."""
     run = measure_fresh if fresh else measure
     return [run(n, s, channels, backward, backend, repeat) for n in gaussians for s in sizes]
 

@@ -182,23 +182,25 @@ def mesh_gaussians(
 
 
 def scaling_figure(rows: list[dict]) -> plt.Figure:
-    """Time against blended pairs (log-log), one marker per (N, S); the line is time = pairs x median ns/pair."""
+    """Time against blended pairs (log-log), one colour per N, one marker per S, with the
+    least-squares fit time = a N + b pairs drawn for each N (a per Gaussian, b per pair)."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     sizes = sorted({r["S"] for r in rows})
     markers = dict(zip(sizes, "os^dv"))
+    A = np.array([[r["N"], r["pairs"]] for r in rows], dtype=float)
+    (a, b), *_ = np.linalg.lstsq(A, np.array([r["ms"] for r in rows], dtype=float), rcond=None)
     for n in sorted({r["N"] for r in rows}):
         pts = [(r["pairs"], r["ms"], r["S"]) for r in rows if r["N"] == n]
-        line = ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", alpha=0.4)[0]
-        for p, t, s in pts:
-            ax.plot(p, t, markers[s], color=line.get_color(), label=f"N={n:,}" if s == sizes[0] else None)
-    ns = float(np.median([r["ns_pair"] for r in rows]))
-    xs = np.array([min(r["pairs"] for r in rows), max(r["pairs"] for r in rows)], dtype=float)
-    ax.plot(xs, xs * ns * 1e-6, "k--", lw=1, label=f"{ns:.0f} ns per pair")
+        xs = np.geomspace(min(p for p, _, _ in pts), max(p for p, _, _ in pts), 20)
+        line = ax.plot(xs, a * n + b * xs, "--", lw=1)[0]
+        for p, t, size in pts:
+            ax.plot(p, t, markers[size], color=line.get_color(), label=f"N={n:,}" if size == sizes[0] else None)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("Gaussian-pixel pairs blended")
     ax.set_ylabel(f"{rows[0]['pass']} time (ms)")
-    ax.set_title("markers: " + ", ".join(f"{markers[s]} S={s}" for s in sizes), fontsize=9)
+    ax.set_title(f"fit (dashed): {a * 1e3:.2f} us per Gaussian + {b * 1e6:.0f} ns per pair\n"
+                 + "markers: " + ", ".join(f"{markers[size]} S={size}" for size in sizes), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
