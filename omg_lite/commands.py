@@ -124,3 +124,107 @@ def train(
 
 
 COMMANDS["train"] = train
+
+
+def demo(
+    image: Path | None = None,
+    driver: Path | None = None,
+    out: Path = Path("demo_out"),
+    checkpoint: Path | None = None,
+    preset: str | None = None,
+    size: int | None = None,
+    max_frames: int = 250,
+    overwrite: bool = False,
+) -> None:
+    """One photo in, an animated avatar out: reconstruct once, animate at LOD 0, 1 and 2 side by side.
+
+    Writes OUT/avatar.mp4 (or .gif), OUT/avatar_lod{0,1,2}.ply, OUT/source.png, OUT/report.md and OUT/report.json.
+
+    Args:
+        image: A portrait photo; default: a synthetic portrait shipped in data_samples (an identity the lite model never saw).
+        driver: A params.npz, a folder with one (omg-lite track / synth output), an image or a video; default: data_samples/driver.
+        out: Output folder (written atomically; refused if it exists and is not empty, unless --overwrite).
+        checkpoint: A training run folder or a step_XXXXXX.safetensors file; default: data_samples/lite.
+        preset: Refuse a checkpoint trained with another preset (smoke, lite, paper).
+        size: Side of the rendered frames; default: the model's training size.
+        max_frames: Refuse longer drivers (frames are never dropped silently).
+        overwrite: Replace an earlier demo output at --out.
+    """
+    from omg_lite.demo import run_demo
+
+    r = run_demo(image, driver, out, checkpoint, preset, size, max_frames, overwrite)
+    fps = ", ".join(f"LOD {x['lod']} {x['fps']:.1f} fps ({x['total']:,} Gaussians)" for x in r["lods"])
+    print(f"wrote {out}: {r['video']}, {len(r['ply'])} .ply, report.md; reconstruction {r['reconstruction_s_model']:.2f} s; {fps}")
+    for note in r["notes"]:
+        print(f"note: {note}")
+
+
+COMMANDS["demo"] = demo
+
+
+def reenact(
+    source: Path,
+    driver: Path,
+    out: Path,
+    checkpoint: Path | None = None,
+    lod: int | None = None,
+    preset: str | None = None,
+    size: int | None = None,
+    max_frames: int = 1000,
+) -> None:
+    """Drive the avatar of one photo with a video or a params.npz and write the result as a video (for scripts).
+
+    Args:
+        source: The source photo.
+        driver: A video, an image, a params.npz or a folder holding one (omg-lite track output).
+        out: The video to write, .mp4 or .gif (written atomically).
+        checkpoint: A training run folder or a step_XXXXXX.safetensors file; default: data_samples/lite.
+        lod: Level of detail 0..K; default: the finest.
+        preset: Refuse a checkpoint trained with another preset.
+        size: Side of the rendered frames; default: the model's training size.
+        max_frames: Refuse longer drivers (frames are never dropped silently).
+    """
+    from omg_lite.demo import reenact as run_reenact
+
+    path = run_reenact(checkpoint, source, driver, out, lod, preset, size, max_frames)
+    print(f"wrote {path}")
+
+
+COMMANDS["reenact"] = reenact
+
+
+def run_eval(
+    data: Path,
+    checkpoint: Path | None = None,
+    lod: int | None = None,
+    split: str = "all",
+    heldout: int | None = None,
+    max_frames: int | None = None,
+    cross: bool = True,
+    motion: bool = True,
+    preset: str | None = None,
+    json: bool = False,
+) -> None:
+    """Self- and cross-reenactment metrics (PSNR, SSIM, LPIPS, AKD, AED, APD; CSIM where available) with baselines.
+
+    Args:
+        data: Clips as omg-lite synth / omg-lite track write them (CLIP/params.npz, CLIP/rgb/, CLIP/mask/).
+        checkpoint: A training run folder or a step_XXXXXX.safetensors file; default: data_samples/lite.
+        lod: Evaluate one level of detail; default: every level.
+        split: all clips, or heldout: the last --heldout clips by name (default: the checkpoint's train.heldout).
+        heldout: Number of held-out clips for --split heldout.
+        max_frames: Read at most this many frames per clip.
+        cross: Also cross-reenactment (clip i's avatar driven by clip i+1).
+        motion: AKD / AED / APD (landmark detection and fitting: the slow part).
+        preset: Refuse a checkpoint trained with another preset.
+        json: Print JSON instead of a markdown table.
+    """
+    from omg_lite.avatar import AvatarModel
+    from omg_lite.evaluate import evaluate
+
+    net = AvatarModel.load(checkpoint, preset)
+    r = evaluate(net, data, None if lod is None else [lod], split, heldout, max_frames, cross, motion, progress=not json)
+    print(r.to_json() if json else r.markdown())
+
+
+COMMANDS["eval"] = run_eval

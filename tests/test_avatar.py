@@ -213,3 +213,14 @@ def test_photo_without_a_face(net):
 
     with pytest.raises(NoFaceError, match="no face"):
         Avatar.from_image(np.full((128, 128, 3), 128, np.uint8), net=net)
+
+
+def test_bench_enact_rows(run, avatar):
+    from omg_lite.bench.enact import EnactBench
+
+    rows = EnactBench(size=64, checkpoint=str(run), frames=2, warmup=1, repeat=1, device="cpu").run()
+    assert [r["stage"] for r in rows] == ["reconstruct", "LOD 0", "LOD 1", "LOD 2"]
+    assert rows[0]["seconds"] == pytest.approx(rows[0]["encoder_s"] + rows[0]["model_s"])
+    for k, r in enumerate(rows[1:]):
+        assert r["head"] == avatar.counts(k)["head"] and r["fps"] > 0
+        assert {"ms_positions", "ms_splat", "ms_refiner", "gaussians"} <= r.keys()

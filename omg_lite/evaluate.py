@@ -1,0 +1,363 @@
+"""``omg-lite eval``: self- and cross-reenactment metrics (paper Sec. 4, Tables 1 and 3).
+
+Data: clips in the layout ``omg-lite synth`` / ``omg-lite track`` write (CLIP/params.npz,
+CLIP/rgb/NNNN.png, CLIP/mask/NNNN.png; see ``omg_lite.train.data``), read at the model's training
+size (frames resized, intrinsics scaled, as in training). Frames marked ``valid = 0`` are skipped.
+
+Settings:
+
+- self-reenactment: the avatar of a clip's first frame drives to the clip's other frames with
+  their own parameters and cameras ("absolute"); the truth is the driver frame I_d composited on
+  the renderer's background outside its portrait mask, I_d = M rgb + (1 - M) bg, as in training
+  (the Gaussians model head and shoulders, not the backdrop);
+- cross-reenactment: the avatar of clip i's first frame driven by the frames of clip i + 1
+  ("neck" placement, the source view). No ground truth exists, so only identity-free motion
+  metrics apply (AED, APD; CSIM would need an identity model).
+
+Rows (the paper's baselines beside the model): ``source`` (the source image unchanged),
+``coarse`` (I_c, the splatted RGB without the refiner) and ``full`` (I_r), per level of detail.
+
+Metrics, each image scored alone and averaged over frames:
+
+    PSNR  = 10 log10(1 / MSE)                 torchmetrics, data range 1
+    SSIM                                       torchmetrics (Gaussian window 11, sigma 1.5)
+    LPIPS                                      the lpips package, SqueezeNet trunk as in the release's
+                                               evaluation (random trunk offline, labelled)
+    AKD   = mean_k,c |l_k,c(I) - l_k,c(I_d)|   iBUG-68 points from the tracking detector, pixels
+                                               (mean absolute coordinate error, as the release)
+    AED   = mean_e |psi_e(I) - psi_e(I_d)|     expression coefficients fitted by our tracker
+    APD   = angle(R(I)^T R(I_d))               head rotation R_root R_neck fitted by our tracker, degrees
+
+Where the detector finds no face in a driver frame of a synthetic clip, its true projected
+landmarks (params.npz ``landmarks2d``) stand in; where it finds none in a rendered frame, that
+frame has no AKD/AED/APD; the notes count both. The fits for AED/APD run our tracker on all frames
+of one clip (or of one clip's renders) together, sharing the identity, without smoothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from omg_lite.avatar import Avatar, AvatarModel, resize_camera, retarget, to_uint8, track_config
+from omg_lite.geometry.camera import Camera
+from omg_lite.head.params import HeadParams, load_clip
+
+METHODS = {"source": "source image (unchanged)", "coarse": "coarse render I_c (no refiner)", "full": "full model I_r"}
+CSIM_NOTE = ("CSIM needs a face-identity model (the peers use ArcFace); none ships offline with this environment, "
+             "so CSIM is not computed")
+
+
+# ------------------------------------------------------------------------------------ image metrics
+
+
+def psnr(pred: Tensor, target: Tensor) -> Tensor:  # [B, 3, H, W] x2 in [0, 1] -> [B]
+    """PSNR per image, data range 1 (torchmetrics)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    return peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+
+
+def ssim(pred: Tensor, target: Tensor) -> Tensor:  # [B, 3, H, W] x2 in [0, 1] -> [B]
+    """SSIM per image (torchmetrics: Gaussian window 11, sigma 1.5, data range 1)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    return structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none")
+
+
+def akd(pred: np.ndarray, target: np.ndarray) -> np.ndarray:  # [B, K, 2] x2 pixels -> [B]
+    """Mean absolute coordinate error of landmarks, per image."""
+    return np.abs(np.asarray(pred) - np.asarray(target)).mean(axis=(1, 2))
+
+
+class Lpips:
+    """LPIPS with the SqueezeNet trunk; ``label`` says whether the trunk is real or random (offline)."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        from omg_lite.train.losses import build_lpips
+
+        self.net, self.label = build_lpips("squeeze")
+        self.net.to(device)
+
+    @torch.no_grad()
+    def __call__(self, pred: Tensor, target: Tensor) -> Tensor:  # [B, 3, H, W] x2 in [0, 1] -> [B]
+        return self.net(pred, target, normalize=True).flatten()
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class EvalClip:
+    """One clip's valid frames at the evaluation size."""
+
+    name: str
+    rgb: Tensor  # [M, 3, S, S] in [0, 1]
+    mask: Tensor  # [M, 1, S, S] portrait masks {0, 1}
+    params: HeadParams  # [M]
+    camera: Camera  # [M] at S x S
+    true_landmarks: np.ndarray | None  # [M, 68, 2] pixels at S (synthetic clips), else None
+
+    def __len__(self) -> int:
+        return self.rgb.shape[0]
+
+
+def clip_folders(root: Path) -> list[Path]:
+    """The clips under ``root`` (a synth set's meta.json order, else CLIP/params.npz by name, or root itself)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"evaluation data folder {root} does not exist (make one with `omg-lite synth --out {root}`)")
+    meta = root / "meta.json"
+    if meta.is_file():
+        return [root / c for c in json.loads(meta.read_text())["clips"]]
+    if (root / "params.npz").is_file():
+        return [root]
+    folders = sorted(p.parent for p in root.glob("*/params.npz"))
+    if not folders:
+        raise FileNotFoundError(f"no clips in {root}: expected CLIP/params.npz with CLIP/rgb/ and CLIP/mask/ beside it")
+    return folders
+
+
+def _png(path: Path, size: int, mode: str) -> Tensor:  # -> [C, size, size] float in [0, 1]
+    from PIL import Image
+
+    if not path.is_file():
+        raise FileNotFoundError(f"missing frame file {path}; the clip is incomplete")
+    with Image.open(path) as im:
+        x = torch.from_numpy(np.asarray(im.convert(mode)).copy()).float() / 255
+    x = x.permute(2, 0, 1) if x.ndim == 3 else x[None]
+    if x.shape[-1] != size:
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+    return x
+
+
+def read_clip(folder: Path, size: int, max_frames: int | None = None) -> EvalClip:
+    """A clip's valid frames, resized to ``size`` (cameras and landmarks scaled with them)."""
+    params, camera, extra = load_clip(folder / "params.npz")
+    keep = [j for j in range(params.batch) if extra["valid"][j]][: max_frames or None]
+    if len(keep) < 2:
+        raise ValueError(f"clip {folder} has {len(keep)} valid frame(s); reenactment needs a source and a driver")
+    if camera.width != camera.height:
+        raise ValueError(f"clip {folder}: frames are {camera.width}x{camera.height}; evaluation reads square portrait crops")
+    rgb = torch.stack([_png(folder / "rgb" / f"{j:04d}.png", size, "RGB") for j in keep])
+    mask = (torch.stack([_png(folder / "mask" / f"{j:04d}.png", size, "L") for j in keep]) > 0.5).float()
+    scale = size / camera.width
+    lm = extra.get("landmarks2d")
+    true = None if lm is None or not np.isfinite(lm[keep]).all() or "crop" in extra else lm[keep] * scale
+    return EvalClip(folder.name, rgb, mask, params[keep], resize_camera(camera[keep], size), true)
+
+
+# ------------------------------------------------------------------------------------ motion metrics
+
+
+class MotionMetrics:
+    """AKD / AED / APD through the tracking module's detector and fitter."""
+
+    def __init__(self, head, cfg):
+        from omg_lite.tracking import LandmarkDetector, LandmarkFitter
+        from omg_lite.tracking.track import fit_settings
+
+        self.head = head
+        self.detector = LandmarkDetector()
+        self.fitter = LandmarkFitter(head, fit_settings(cfg, video=False))
+        self.stats = {"driver_fallback": 0, "driver_frames": 0, "render_found": 0, "render_frames": 0}
+
+    def close(self) -> None:
+        self.detector.close()
+
+    def landmarks(self, images: Tensor) -> tuple[np.ndarray, np.ndarray]:  # [M, 3, S, S] -> [M, 68, 2], [M] bool
+        from omg_lite.tracking import NoFaceError
+
+        pts, found = [], []
+        for im in to_uint8(images):
+            try:
+                pts.append(self.detector.detect(im).ibug68)
+                found.append(True)
+            except NoFaceError:
+                pts.append(np.full((68, 2), np.nan))
+                found.append(False)
+        return np.stack(pts), np.array(found)
+
+    def fit(self, lm: np.ndarray, found: np.ndarray, size: int) -> HeadParams | None:  # -> [M] (None: no face at all)
+        from omg_lite.tracking import FitTargets
+
+        if not found.any():
+            return None
+        targets = FitTargets(torch.as_tensor(np.nan_to_num(lm), dtype=torch.float32), size, size, valid=torch.as_tensor(found))
+        return self.fitter.fit(targets).params
+
+    def driver(self, clip: EvalClip) -> tuple[np.ndarray, HeadParams]:
+        """Landmarks [M, 68, 2] and fitted parameters [M] of a clip's real frames (true landmarks where none is found)."""
+        lm, found = self.landmarks(clip.rgb)
+        self.stats["driver_frames"] += len(found)
+        if clip.true_landmarks is not None and not found.all():
+            self.stats["driver_fallback"] += int((~found).sum())
+            lm[~found] = clip.true_landmarks[~found]
+            found = np.ones_like(found)
+        return lm, self.fit(lm, found, clip.rgb.shape[-1])
+
+    def scores(self, renders: Tensor, drv_lm: np.ndarray, drv_fit: HeadParams | None, ground_truth: bool) -> dict:
+        """AKD (when the renders have a ground truth), AED, APD of renders [M] against their drivers."""
+        lm, found = self.landmarks(renders)
+        self.stats["render_frames"] += len(found)
+        self.stats["render_found"] += int(found.sum())
+        ok = found & np.isfinite(drv_lm).all(axis=(1, 2))
+        out: dict = {"motion_frames": int(ok.sum())}
+        if not ok.any():
+            return out
+        if ground_truth:
+            out["akd"] = float(akd(lm[ok], drv_lm[ok]).mean())
+        fit = self.fit(lm, found, renders.shape[-1])
+        if fit is not None and drv_fit is not None:
+            from omg_lite.tracking import rotation_error_deg
+
+            i = torch.as_tensor(np.flatnonzero(ok))
+            out["aed"] = float((fit.expression[i] - drv_fit.expression[i]).abs().mean())
+            out["apd"] = float(rotation_error_deg(fit.pose[i], drv_fit.pose[i]).mean())
+        return out
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+@dataclass
+class EvalResult:
+    rows: list[dict]  # one per (setting, method, lod): metrics and counts
+    notes: list[str]
+    info: dict = field(default_factory=dict)
+
+    def markdown(self) -> str:
+        return metrics_table(self.rows) + "\n" + "\n".join(f"- {n}" for n in self.notes) + "\n"
+
+    def to_json(self) -> str:
+        return json.dumps({"info": self.info, "rows": self.rows, "notes": self.notes}, indent=2)
+
+
+COLUMNS = (("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"), ("lpips", "LPIPS ↓", "{:.3f}"), ("csim", "CSIM ↑", "{:.3f}"),
+           ("akd", "AKD ↓ (px)", "{:.2f}"), ("aed", "AED ↓", "{:.3f}"), ("apd", "APD ↓ (deg)", "{:.2f}"))
+
+
+def metrics_table(rows: list[dict], first: tuple[str, ...] = ("setting", "method", "lod", "gaussians")) -> str:
+    """A markdown table of metric rows (missing values as "–")."""
+    head = list(first) + [c[1] for c in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [f"{r[k]:,}" if k == "gaussians" and isinstance(r.get(k), int) else str(r.get(k, "–")) for k in first]
+        cells += [fmt.format(r[k]) if r.get(k) is not None else "–" for k, _, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean(x: Tensor) -> float:
+    return float(x.mean())
+
+
+@torch.no_grad()
+def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, split: str = "all", heldout: int | None = None,
+             max_frames: int | None = None, cross: bool = True, motion: bool = True, progress: bool = True) -> EvalResult:
+    """Self- and cross-reenactment metrics of ``net`` on the clips under ``data`` (module docstring).
+
+    ``split``: "all" clips, or "heldout" = the last ``heldout`` clips by name (default: the
+    checkpoint's ``train.heldout``, the identities its training never saw).
+    """
+    from tqdm.auto import tqdm
+
+    folders = sorted(clip_folders(Path(data)), key=lambda p: p.name)
+    if split == "heldout":
+        n = net.cfg.train.heldout if heldout is None else heldout
+        if n < 1:
+            raise ValueError("split 'heldout' needs at least one held-out clip (--heldout N)")
+        folders = folders[-n:]
+    elif split != "all":
+        raise ValueError(f"split must be 'all' or 'heldout', got {split!r}")
+    levels = list(range(net.model.levels + 1)) if lods is None else list(lods)
+    for k in levels:
+        if not 0 <= k <= net.model.levels:
+            raise ValueError(f"--lod {k}: this model has levels 0..{net.model.levels}")
+    size = net.image_size
+    clips = [read_clip(f, size, max_frames) for f in folders]
+    if any(c.params.expression.shape[1] != net.head.n_expr or c.params.shape.shape[1] != net.head.n_shape for c in clips):
+        raise ValueError(f"the clips under {data} were made with another head model ({net.head.n_shape} shape / "
+                         f"{net.head.n_expr} expression coefficients expected)")
+    bg = net.cfg.model.background
+    target = lambda c, i: c.rgb[i] * c.mask[i] + bg * (1 - c.mask[i])  # noqa: E731 - I_d = M rgb + (1 - M) bg
+    lpips = Lpips(net.device)
+    mm = MotionMetrics(net.head, track_config(net)) if motion else None
+    acc: dict[tuple, list[dict]] = {}  # (setting, method, lod) -> one score dict per clip
+
+    def add(key: tuple, values: dict) -> None:
+        acc.setdefault(key, []).append(values)
+
+    try:
+        fits = [mm.driver(c) if mm else (None, None) for c in tqdm(clips, desc="track drivers", disable=not (progress and mm))]
+        bar = tqdm(total=len(clips) * (1 + cross) * len(levels), desc="reenact", disable=not progress)
+        for ci, c in enumerate(clips):
+            avatar = Avatar.from_frame(c.rgb[0], c.params[0:1], c.camera[0:1], c.mask[0, 0], net=net, lod=max(levels))
+            drv = torch.arange(1, len(c))
+            truth = target(c, drv).to(net.device)
+            src = target(c, torch.zeros_like(drv)).to(net.device)
+            lm, fit = fits[ci]
+            settings = [("self", c, drv, c.params[drv], c.camera[drv], truth, lm, fit)]
+            if cross and len(clips) > 1:
+                d = clips[(ci + 1) % len(clips)]
+                dlm, dfit = fits[(ci + 1) % len(clips)]
+                params = retarget(net.head, c.params[0:1], d.params, "neck")
+                settings.append(("cross", d, torch.arange(len(d)), params, avatar.camera(), None, dlm, dfit))
+            for name, d, idx, params, cams, gt, dlm, dfit in settings:
+                dl = None if dlm is None else dlm[idx.numpy()]
+                df = None if dfit is None else dfit[idx]
+                srcs = src[:1].expand(len(idx), -1, -1, -1)
+                add((name, "source", None), _scores(srcs, gt, lpips, mm, dl, df))
+                for k in levels:
+                    out = avatar.render(params, cams, k)
+                    n = avatar.counts(k)["total"]
+                    for method, img in (("coarse", out.coarse), ("full", out.refined)):
+                        if method == "full" and not net.cfg.model.use_refiner:
+                            continue
+                        add((name, method, k), {"gaussians": n, **_scores(img.clamp(0, 1), gt, lpips, mm, dl, df)})
+                    bar.update(1)
+        bar.close()
+    finally:
+        if mm is not None:
+            mm.close()
+    rows = [_row(key, vals) for key, vals in acc.items()]
+    notes = [f"LPIPS: {lpips.label}", CSIM_NOTE, f"model: {net.label}; encoder weights: {net.encoder.weights_source}",
+             f"{len(clips)} clip(s) from {data} ({split}), frames at {size}x{size}; self: first frame drives to the others, "
+             "truth composited on the background outside the portrait mask; cross: clip i's avatar driven by clip i+1 (neck placement)"]
+    if mm is not None:
+        s = mm.stats
+        notes.append(f"AKD/AED/APD: a face was detected in {s['render_found']} of {s['render_frames']} rendered frames (the others have none)")
+        if s["driver_fallback"]:
+            notes.append(f"AKD: the detector missed {s['driver_fallback']} of {s['driver_frames']} driver frames; their true projected landmarks stand in")
+    else:
+        notes.append("AKD/AED/APD not computed (motion metrics off)")
+    return EvalResult(rows, notes, {"data": str(data), "split": split, "clips": [c.name for c in clips], "lods": levels, "checkpoint": net.label})
+
+
+def _scores(pred: Tensor, gt: Tensor | None, lpips: Lpips, mm: MotionMetrics | None, drv_lm, drv_fit) -> dict:
+    out: dict = {"frames": pred.shape[0]}
+    if gt is not None:
+        out.update(psnr=_mean(psnr(pred, gt)), ssim=_mean(ssim(pred, gt)), lpips=_mean(lpips(pred, gt)))
+    if mm is not None and drv_lm is not None:
+        out.update(mm.scores(pred, drv_lm, drv_fit, ground_truth=gt is not None))
+    return out
+
+
+def _row(key: tuple, scores: list[dict]) -> dict:
+    """Frame-weighted means over clips: image metrics over all frames, motion metrics over frames with a face;
+    Gaussians: the mean count over the clips' avatars (the shoulders differ per source)."""
+    setting, method, lod = key
+    counts = [s["gaussians"] for s in scores if "gaussians" in s]
+    row: dict = {"setting": setting, "method": method, "lod": "–" if lod is None else lod,
+                 "gaussians": round(float(np.mean(counts))) if counts else "–", "frames": sum(s["frames"] for s in scores)}
+    for k, _, _ in COLUMNS:
+        weight = "motion_frames" if k in ("akd", "aed", "apd") else "frames"
+        have = [(s[k], s[weight]) for s in scores if s.get(k) is not None and s.get(weight, 0) > 0]
+        if have:
+            row[k] = float(np.average([v for v, _ in have], weights=[w for _, w in have]))
+    return row

@@ -1,0 +1,116 @@
+"""Evaluation metrics and ``omg-lite eval``.
+
+Independent truths: PSNR of a known error in closed form, identical images (PSNR inf, SSIM 1,
+LPIPS 0), scikit-image's SSIM and PSNR, a known landmark shift (AKD in closed form), a known image
+shift seen through the detector, and the table rows recomputed here with scikit-image.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio as sk_psnr
+from skimage.metrics import structural_similarity as sk_ssim
+
+from omg_lite.avatar import AvatarModel
+from omg_lite.cli import main
+from omg_lite.config import preset
+from omg_lite.evaluate import CSIM_NOTE, Lpips, MotionMetrics, akd, clip_folders, evaluate, psnr, read_clip, ssim
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTH = ROOT / "data_samples" / "synth_256"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A smoke-preset run folder with one checkpoint, written by the Trainer (untrained weights, step 0)."""
+    from omg_lite.train import Trainer
+
+    cfg = preset("smoke")
+    cfg.train.data, cfg.encoder.weights, cfg.train.w_lpips = str(ROOT / "data_samples" / "synth_128"), "random", 0.0
+    folder = tmp_path_factory.mktemp("eval") / "run"
+    Trainer(cfg, folder, preset_name="smoke", progress=False).save()
+    return folder
+
+
+def test_psnr_of_a_known_error():
+    target = torch.full((2, 3, 16, 16), 0.5)
+    sign = torch.where(torch.arange(16 * 16).reshape(16, 16) % 2 == 0, 1.0, -1.0)
+    pred = target + 0.1 * sign  # |error| = 0.1 everywhere: MSE = 0.01
+    assert torch.allclose(psnr(pred, target), torch.full((2,), 20.0), atol=1e-4)  # 10 log10(1 / 0.01)
+    assert math.isinf(float(psnr(target, target)[0]))
+
+
+def test_ssim_matches_scikit_image_and_identity():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 48, 48, generator=g)
+    b = (a + 0.1 * torch.randn(2, 3, 48, 48, generator=g)).clamp(0, 1)
+    ours = ssim(a, b)
+    for i in range(2):
+        ref = sk_ssim(a[i].permute(1, 2, 0).numpy(), b[i].permute(1, 2, 0).numpy(), channel_axis=2, gaussian_weights=True,
+                      sigma=1.5, use_sample_covariance=False, data_range=1.0)
+        assert abs(float(ours[i]) - float(ref)) < 2e-3  # borders differ (padding vs cropping)
+    assert torch.allclose(ssim(a, a), torch.ones(2), atol=1e-5)
+
+
+def test_lpips_of_identical_images_is_zero_and_labelled():
+    lp = Lpips()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    assert float(lp(x, x)[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(lp(x, 1 - x)[0]) > 0
+    assert "squeeze" in lp.label
+
+
+def test_akd_of_a_known_shift():
+    g = np.random.default_rng(0)
+    pts = g.uniform(0, 64, (3, 68, 2))
+    assert np.allclose(akd(pts + [3.0, -4.0], pts), 3.5)  # mean of |3| and |-4|
+
+
+def test_motion_metrics_through_the_detector(run):
+    net = AvatarModel.load(run, device="cpu")
+    clip = read_clip(clip_folders(SYNTH)[0], 256, max_frames=2)
+    mm = MotionMetrics(net.head, net.cfg)
+    try:
+        lm, fit = mm.driver(clip)
+        same = mm.scores(clip.rgb, lm, fit, ground_truth=True)
+        assert same["akd"] == pytest.approx(0.0, abs=1e-9) and same["aed"] == pytest.approx(0.0, abs=1e-9)
+        assert same["apd"] == pytest.approx(0.0, abs=1e-3)
+        shifted = mm.scores(torch.roll(clip.rgb, shifts=4, dims=-1), lm, fit, ground_truth=True)  # 4 px to the right
+        assert shifted["akd"] == pytest.approx(2.0, abs=0.5)  # (|4| + |0|) / 2, up to the detector's jitter
+    finally:
+        mm.close()
+
+
+def test_evaluate_rows_and_baselines(run):
+    net = AvatarModel.load(run, device="cpu")
+    r = evaluate(net, SYNTH, lods=[0], max_frames=2, motion=False, progress=False)
+    keys = {(row["setting"], row["method"], row["lod"]) for row in r.rows}
+    assert keys == {("self", "source", "–"), ("self", "coarse", 0), ("self", "full", 0),
+                    ("cross", "source", "–"), ("cross", "coarse", 0), ("cross", "full", 0)}
+    assert CSIM_NOTE in r.notes and any("random trunk" in n for n in r.notes)
+    # the unchanged-source baseline, recomputed with scikit-image: source vs driver frame, both on the background
+    want = []
+    for folder in clip_folders(SYNTH):
+        c = read_clip(folder, net.image_size, max_frames=2)
+        comp = (c.rgb * c.mask + (1 - c.mask)).permute(0, 2, 3, 1).numpy()
+        want.append(sk_psnr(comp[1], comp[0], data_range=1.0))
+    row = next(x for x in r.rows if x["setting"] == "self" and x["method"] == "source")
+    assert row["psnr"] == pytest.approx(np.mean(want), abs=1e-3)
+    cross = next(x for x in r.rows if x["setting"] == "cross" and x["method"] == "full")
+    assert "psnr" not in cross  # no ground truth across identities
+    assert "| self | full | 0 |" in r.markdown()
+
+
+def test_eval_cli_json_and_bad_lod(run, capsys):
+    assert main(["eval", "--checkpoint", str(run), "--data", str(SYNTH), "--lod", "1", "--max-frames", "2", "--no-motion",
+                 "--no-cross", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {row["method"] for row in out["rows"]} == {"source", "coarse", "full"}
+    assert main(["eval", "--checkpoint", str(run), "--data", str(SYNTH), "--lod", "5", "--no-motion"]) == 2
+    assert "levels 0..2" in capsys.readouterr().err
