@@ -12,7 +12,7 @@ Gaussians into the tiles their boxes touch, so each tile's list is depth-ordered
 in parallel; each walks its list once, visits per row only the pixels where
 sigma <= ln(255 o) can hold, and stops when every pixel is done) and, for gradients, the
 reverse. numba is a pip wheel; the kernels are compiled on first use and cached on disk. They
-run on the idle cores (``_idle_cores``): on a loaded machine, fewer threads are faster.
+run on numba's thread pool (all cores; set NUMBA_NUM_THREADS to use fewer on a shared machine).
 
 Backward, per pixel back to front from its last blended Gaussian, with g = dL/dC(p),
 S_i = sum_{j>i} alpha_j T_j (c_j . g) and dL/dT_N from alpha, depth and background:
@@ -30,9 +30,7 @@ the input dtype; camera parameters get no gradient here (``render`` then takes t
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 
 import numba as nb
 import numpy as np
@@ -50,26 +48,6 @@ TILE = 16
 CHUNK = 8
 # Row layout per list entry: du, dv, d conic (a, b, c), d opacity, d depth, then d colour [C].
 NG = 7
-
-
-@contextlib.contextmanager
-def _idle_cores():
-    """Run the kernels on the cores that are idle: min(NUMBA_NUM_THREADS, cores - load + 1).
-
-    The load is the 1-minute load average (this process included, hence + 1). On a shared,
-    loaded machine a thread that waits for a busy core stalls every parallel pass, so fewer
-    threads are faster there; results do not depend on the thread count.
-    """
-    try:
-        idle = (os.cpu_count() or 1) - os.getloadavg()[0] + 1
-    except OSError:
-        idle = nb.config.NUMBA_NUM_THREADS
-    previous = nb.get_num_threads()
-    nb.set_num_threads(max(1, min(nb.config.NUMBA_NUM_THREADS, int(round(idle)))))
-    try:
-        yield
-    finally:
-        nb.set_num_threads(previous)
 
 
 def depth_order(
@@ -357,22 +335,21 @@ class _FastSplat(torch.autograd.Function):
         depths = np.zeros((B, N), np.float32)
         radii = np.zeros((B, N, 2), np.int32)
         status = np.zeros((B, N), np.int8)
-        with _idle_cores():
-            nproj.project_forward(m, q, s, o, f, K, R, t, W, H, True, means2d, conics, depths, radii, status)
-            message = nproj.status_error(status)
-            if message is not None:
-                raise ValueError(message)
-            tile_offsets, ids, g_offsets, slots = bin_tiles(means2d, radii, depth_order(depths, radii), W, H)
-            image = np.empty((B, C, H, W), np.float32)
-            alpha = np.empty((B, 1, H, W), np.float32)
-            depth = np.empty((B, 1, H, W), np.float32)
-            t_final = np.empty((B, H, W), np.float64)
-            last = np.empty((B, H, W), np.int64)
-            used = np.zeros(len(ids), np.bool_)
-            pairs = np.zeros(len(tile_offsets) - 1, np.int64)
-            with nb.parallel_chunksize(CHUNK):
-                blend_forward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids,
-                              image, alpha, depth, t_final, last, used, pairs)
+        nproj.project_forward(m, q, s, o, f, K, R, t, W, H, True, means2d, conics, depths, radii, status)
+        message = nproj.status_error(status)
+        if message is not None:
+            raise ValueError(message)
+        tile_offsets, ids, g_offsets, slots = bin_tiles(means2d, radii, depth_order(depths, radii), W, H)
+        image = np.empty((B, C, H, W), np.float32)
+        alpha = np.empty((B, 1, H, W), np.float32)
+        depth = np.empty((B, 1, H, W), np.float32)
+        t_final = np.empty((B, H, W), np.float64)
+        last = np.empty((B, H, W), np.int64)
+        used = np.zeros(len(ids), np.bool_)
+        pairs = np.zeros(len(tile_offsets) - 1, np.int64)
+        with nb.parallel_chunksize(CHUNK):
+            blend_forward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids,
+                          image, alpha, depth, t_final, last, used, pairs)
         ctx.arrays = (m, q, s, o, f, bg, K, R, t, means2d, conics, depths, radii,
                       tile_offsets, ids, g_offsets, slots, t_final, last, used, alpha.copy(), depth.copy())
         ctx.size = (W, H)
@@ -395,12 +372,11 @@ class _FastSplat(torch.autograd.Function):
         g_scales = np.zeros((B, N, 3), np.float32)
         g_opac = np.zeros((B, N), np.float32)
         g_feat = np.zeros((B, N, C), np.float32)
-        with _idle_cores():
-            with nb.parallel_chunksize(CHUNK):
-                blend_backward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids, slots, t_final, last,
-                               used, alpha, depth, _f32(g_image), _f32(g_alpha), _f32(g_depth), rows, g_bg)
-            nproj.project_backward(m, q, s, K, R, t, W, H, radii, conics, rows, g_offsets,
-                                   g_means, g_quats, g_scales, g_opac, g_feat)
+        with nb.parallel_chunksize(CHUNK):
+            blend_backward(means2d, conics, o, f, depths, radii, bg, tile_offsets, ids, slots, t_final, last,
+                           used, alpha, depth, _f32(g_image), _f32(g_alpha), _f32(g_depth), rows, g_bg)
+        nproj.project_backward(m, q, s, K, R, t, W, H, radii, conics, rows, g_offsets,
+                               g_means, g_quats, g_scales, g_opac, g_feat)
         g_bg = g_bg.reshape(B, -1, C).sum(1)
         dtype = g_image.dtype
         grads = [torch.from_numpy(x).to(dtype) for x in (g_means, g_quats, g_scales, g_opac, g_feat, g_bg)]
