@@ -114,3 +114,28 @@ def test_eval_cli_json_and_bad_lod(run, capsys):
     assert {row["method"] for row in out["rows"]} == {"source", "coarse", "full"}
     assert main(["eval", "--checkpoint", str(run), "--data", str(SYNTH), "--lod", "5", "--no-motion"]) == 2
     assert "levels 0..2" in capsys.readouterr().err
+
+
+def test_orderings_on_hand_made_numbers():
+    from omg_lite.tables import orderings
+
+    lod = [{"lod": 0, "psnr": 20.0, "ssim": 0.80, "lpips": 0.20}, {"lod": 1, "psnr": 21.0, "ssim": 0.79, "lpips": 0.10}]
+    abl = [{"variant": "full", "psnr": 22.0, "ssim": 0.9, "lpips": 0.1}, {"variant": "no_local", "psnr": 21.0, "ssim": 0.91, "lpips": 0.1},
+           {"variant": "no_global", "psnr": 20.0, "ssim": 0.8, "lpips": 0.2}, {"variant": "no_shoulder", "psnr": 21.5, "ssim": 0.8, "lpips": 0.2}]
+    got = dict(orderings(lod, abl))
+    assert got["Sub #1 beats Sub #0 on PSNR"] and not got["Sub #1 beats Sub #0 on SSIM"] and got["Sub #1 beats Sub #0 on LPIPS"]
+    assert not got["Ours (Full) beats w/o Local Feature on SSIM"] and not got["Ours (Full) beats w/o Local Feature on LPIPS"]  # a tie is not a win
+    assert got["PSNR order w/o Global Feature < w/o Local Feature < w/o Shoulder < Ours (Full)"]
+
+
+@pytest.mark.slow
+def test_tables_at_smoke_size(tmp_path, capsys):
+    assert main(["tables", "--out", str(tmp_path / "t"), "--preset", "smoke", "--steps", "1", "--variants", "full", "no_refiner",
+                 "--set", "encoder.weights=random", "train.w_lpips=0"]) == 0
+    md = (tmp_path / "t" / "tables.md").read_text()
+    assert "| Sub #0 |" in md and "| Sub #2 |" in md and "| w/o Refiner |" in md and "Produced by `omg-lite tables" in md
+    data = json.loads((tmp_path / "t" / "tables.json").read_text())
+    heads = [r["gaussians"] for r in data["lod_rows"]]
+    assert heads == sorted(heads) and len(heads) == 3
+    assert all(isinstance(o["holds"], bool) for o in data["orderings"])
+    assert sorted(p.name for p in (tmp_path / "t" / "runs").iterdir()) == ["full", "no_refiner"]
