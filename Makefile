@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/omg-lite synth --out $(DEMO_OUT) --identities 3 --frames 4 --size 256 --seed 0 --overwrite
 
 test: $(STAMP)
-	OMG_LITE_SMOKE=$(OMG_LITE_SMOKE) $(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env --sanitize-with notebooks/sanitize.cfg
+	OMG_LITE_SMOKE=$(OMG_LITE_SMOKE) $(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
