@@ -154,7 +154,7 @@ def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None,
     command = "omg-lite tables " + " ".join(shlex.quote(a) for a in ["--out", str(out), "--preset", preset]
                                             + ([] if steps is None else ["--steps", str(steps)])
                                             + (["--set", *overrides] if overrides else []))
-    notes = [f"{len(variants)} runs of the {preset!r} preset, {cfg.train.steps} steps each (seed {t.seed}), on {t.synth_identities} "
+    notes = [f"{len(variants)} runs of the {preset!r} preset, {cfg.train.steps} training step(s) each (seed {t.seed}), on {t.synth_identities} "
              f"synthetic identities x {t.synth_frames} frames at {t.image_size}x{t.image_size}; metrics on the last {t.heldout} identities "
              "(never trained on): self-reenactment, first frame -> the others, truth composited on the background",
              *labels,

@@ -1,0 +1,160 @@
+"""Pictures and widgets for the avatar notebooks (00 overview, 08 enactment and LOD, 09 evaluation).
+
+matplotlib for images and plots, plotly for the Gaussian point clouds, ipywidgets for the live
+render. Nothing here computes a result: every function draws what ``omg_lite.avatar``,
+``omg_lite.evaluate`` or ``omg_lite.bench.enact`` returns.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from omg_lite.viz.pointcloud import features_to_rgb, lod_point_clouds
+from omg_lite.viz.splat import show_images
+
+
+def lod_strip(avatar, params, size: int | None = None, refined: bool = True) -> plt.Figure:
+    """The same frame at every kept level of detail, side by side, titled with Gaussian counts."""
+    cam = avatar.camera(size)
+    images, titles = [], []
+    for k in avatar.levels:
+        out = avatar.render(params[0:1], cam, k)
+        images.append((out.refined if refined else out.coarse)[0].clamp(0, 1))
+        c = avatar.counts(k)
+        titles.append(f"LOD {k}\n{c['head']:,} head + {c['shoulder']:,} shoulder")
+    return show_images(images, titles)
+
+
+def frame_strip(frames: Tensor, every: int = 1, titles: list[str] | None = None) -> plt.Figure:  # frames [M, 3, H, W]
+    """Every ``every``-th frame of an animation in one row."""
+    picked = list(range(0, frames.shape[0], every))
+    return show_images([frames[m] for m in picked], titles or [f"frame {m}" for m in picked], size=2.2)
+
+
+def fps_figure(rows: list[dict]) -> plt.Figure:
+    """FPS per level against its Gaussian count (rows of ``omg-lite bench enact``), with the targets."""
+    lods = [r for r in rows if str(r.get("stage", "")).startswith("LOD")]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    n = [r["gaussians"] for r in lods]
+    ax.plot(n, [r["fps"] for r in lods], "o-", label="frames / total time (protocol)")
+    ax.plot(n, [r["fps_median"] for r in lods], "s--", label="1 / median frame time")
+    for r in lods:
+        if r.get("target"):
+            ax.plot(r["gaussians"], float(r["target"].split()[1]), "k_", markersize=18)
+        ax.annotate(r["stage"], (r["gaussians"], r["fps"]), textcoords="offset points", xytext=(4, 6))
+    ax.plot([], [], "k_", markersize=12, label="target on this CPU")
+    ax.set_xscale("log")
+    ax.set_xlabel("Gaussians (head + shoulder)")
+    ax.set_ylabel("frames per second")
+    ax.set_title(f"enactment at {rows[0].get('size', '?')} px on {rows[0].get('device', '?')}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def gaussian_clouds(avatar, params=None, max_points: int | None = 20000):
+    """The Gaussian means of every kept level (head posed by ``params``, default the source, plus
+    the shoulders) in plotly, coloured by their RGB features."""
+    params = avatar.source.params if params is None else params[0:1]
+    s = avatar.gaussians.shoulders
+    points, colours, titles = [], [], []
+    for k in avatar.levels:
+        p = [avatar.positions(params, k)[0]]
+        f = [avatar.gaussians.levels[k].features[0]]
+        if s is not None:
+            p.append(s.means[0][s.valid[0]])
+            f.append(s.attributes.features[0][s.valid[0]])
+        points.append(torch.cat(p).cpu())
+        colours.append(features_to_rgb(torch.cat(f)[:, :3].cpu()))
+        titles.append(f"LOD {k}: {len(points[-1]):,} Gaussians")
+    return lod_point_clouds(points, colours, titles, max_points=max_points)
+
+
+@contextmanager
+def call_counter(modules: dict[str, nn.Module]):
+    """Count forward calls of named modules inside the block: ``with call_counter({...}) as calls``."""
+    calls = {name: 0 for name in modules}
+    hooks = [m.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1)) for name, m in modules.items()]
+    try:
+        yield calls
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def kept_tensors(avatar) -> list[dict]:
+    """What reconstruction keeps per level: attribute, shape, and where its storage lives (to compare after enactment)."""
+    rows = []
+    for k, a in avatar.gaussians.levels.items():
+        for name in ("features", "opacities", "scales", "quats"):
+            t = getattr(a, name)
+            rows.append({"level": k, "attribute": name, "shape": tuple(t.shape), "data_ptr": t.data_ptr(), "sum": float(t.sum())})
+    s = avatar.gaussians.shoulders
+    if s is not None:
+        rows.append({"level": "S", "attribute": "means", "shape": tuple(s.means.shape), "data_ptr": s.means.data_ptr(), "sum": float(s.means.sum())})
+    return rows
+
+
+def live_avatar(avatar, expression_components: int = 4, size: int | None = None):
+    """ipywidgets: LOD, jaw, yaw and a few expression sliders driving a live render of the avatar."""
+    import io
+
+    import ipywidgets as w
+    from PIL import Image
+
+    from omg_lite.avatar import retarget, to_uint8
+    from omg_lite.head.lbs import rodrigues
+    from omg_lite.head.params import HeadParams
+
+    base = avatar.source.params
+    E = min(expression_components, base.expression.shape[1])
+    lod = w.IntSlider(value=avatar.lod, min=min(avatar.levels), max=max(avatar.levels), description="LOD")
+    jaw = w.FloatSlider(value=float(base.pose[0, 6]), min=0.0, max=0.35, step=0.01, description="jaw")
+    yaw = w.FloatSlider(value=0.0, min=-30.0, max=30.0, step=1.0, description="yaw (deg)")
+    expr = [w.FloatSlider(value=float(base.expression[0, e]), min=-2.0, max=2.0, step=0.05, description=f"psi_{e}") for e in range(E)]
+    view, caption = w.Image(format="png"), w.Label()
+
+    def redraw(_=None) -> None:
+        expression, pose = base.expression.clone(), base.pose.clone()
+        for e, slider in enumerate(expr):
+            expression[0, e] = slider.value
+        pose[0, 6] = jaw.value
+        turn = rodrigues(torch.tensor([[0.0, np.radians(yaw.value), 0.0]], dtype=pose.dtype, device=pose.device))
+        pose[0, 0:3] = _axis_angle(turn[0] @ rodrigues(base.pose[:, 0:3])[0]).to(pose)  # an extra yaw of the root joint
+        params = retarget(avatar.net.head, base, HeadParams(base.shape, expression, pose, base.translation), "neck")
+        out = avatar.render(params, avatar.camera(size), lod.value)
+        buf = io.BytesIO()
+        Image.fromarray(to_uint8(out.refined)[0]).resize((256, 256), Image.BILINEAR).save(buf, format="png")
+        view.value = buf.getvalue()
+        caption.value = f"LOD {lod.value}: {avatar.counts(lod.value)['total']:,} Gaussians"
+
+    for slider in (lod, jaw, yaw, *expr):
+        slider.observe(redraw, names="value")
+    redraw()
+    return w.HBox([view, w.VBox([caption, lod, jaw, yaw, *expr])])
+
+
+def _axis_angle(R: Tensor) -> Tensor:  # [3, 3] -> [3]
+    from scipy.spatial.transform import Rotation
+
+    return torch.as_tensor(Rotation.from_matrix(R.detach().double().cpu().numpy()).as_rotvec(), dtype=torch.float32)
+
+
+def variant_gallery(images: dict[str, Tensor], truth: Tensor | None = None) -> plt.Figure:
+    """One rendered frame per ablation variant (name -> [3, H, W]), the ground truth first."""
+    items = ([("truth I_d", truth)] if truth is not None else []) + list(images.items())
+    return show_images([x for _, x in items], [n for n, _ in items], size=2.4)
+
+
+def metric_images(source: Tensor, truth: Tensor, coarse: Tensor, refined: Tensor, scores: dict[str, dict]) -> plt.Figure:
+    """Source, truth, coarse and refined renders with their PSNR / SSIM / LPIPS in the titles."""
+    fmt = lambda s: f"PSNR {s['psnr']:.1f}  SSIM {s['ssim']:.2f}\nLPIPS {s['lpips']:.3f}"  # noqa: E731
+    fig = show_images([source, truth, coarse, refined],
+                      ["source (unchanged)\n" + fmt(scores["source"]), "truth I_d", "coarse I_c\n" + fmt(scores["coarse"]),
+                       "refined I_r\n" + fmt(scores["full"])], size=2.6)
+    return fig
