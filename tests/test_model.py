@@ -395,7 +395,9 @@ def test_visibility_mask_matches_the_analytic_sphere_and_the_switch_sets_it_to_o
             n = torch.nn.functional.normalize(L.vertices[0] - centre, dim=-1)
             view = torch.nn.functional.normalize(cam.centre[0] - L.vertices[0], dim=-1)
             cos = (n * view).sum(-1)
-            clear = cos.abs() > 0.2
+            # Away from the silhouette: finer levels lie on the level-0 facets (up to ~10 deg off
+            # the sphere's normal on this 162-vertex icosphere), so keep a margin of cos 0.3.
+            clear = cos.abs() > 0.3
             if off:
                 assert bool(L.visible.all())
             else:
