@@ -211,3 +211,15 @@ def test_cuda_matches_brute_force():
     fid, _ = brute_force(verts, faces, K, S, S)
     covered = (fid >= 0) | frags.mask.cpu()
     assert (frags.face_idx.cpu() == fid)[covered].double().mean() >= 0.995
+
+
+def test_bench_covers_the_projected_area_of_its_ellipsoid():
+    from omg_lite.bench.zbuffer import ZBufferBench
+    from omg_lite.config import CameraConfig
+
+    row = ZBufferBench(faces=2000, size=128, repeat=1).run()[0]
+    cam = CameraConfig()
+    f = 0.5 * 128 / math.tan(math.radians(cam.fov_deg) / 2)
+    area = math.pi * (0.08 * f / cam.distance) * (0.115 * f / cam.distance)  # silhouette ~ ellipse of semi-axes a f / d, b f / d
+    assert abs(row["pixels_covered"] - area) < 0.03 * area
+    assert row["faces"] >= 1800 and row["ms"] > 0

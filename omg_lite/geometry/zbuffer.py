@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# Candidate (face, pixel) pairs processed per chunk: bounds memory at ~ a few hundred MB.
-PAIRS_PER_CHUNK = 1 << 21
+# Candidate (face, pixel) pairs processed per chunk: bounds the working memory at about 100 MB.
+PAIRS_PER_CHUNK = 1 << 20
 # Projected triangles with |area| at or below this (pixels^2) are degenerate and skipped.
 MIN_AREA_PX2 = 1e-10
 
