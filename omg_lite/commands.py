@@ -154,7 +154,7 @@ def demo(
 
     r = run_demo(image, driver, out, checkpoint, preset, size, max_frames, overwrite)
     fps = ", ".join(f"LOD {x['lod']} {x['fps']:.1f} fps ({x['total']:,} Gaussians)" for x in r["lods"])
-    print(f"wrote {out}: {r['video']}, {len(r['ply'])} .ply, report.md; reconstruction {r['reconstruction_s_model']:.2f} s; {fps}")
+    print(f"wrote {out}: {r['video']}, {len(r['ply'])} .ply, report.md; reconstruction {r['reconstruction_s_model']:.2f} s ({r['reconstruction_s_warm']:.2f} s warm); {fps}")
     for note in r["notes"]:
         print(f"note: {note}")
 
