@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from omg_lite.features.encoder import BackboneFeatures, DinoEncoder
+from omg_lite.io import atomic_file
 
 _FIELDS = ("tokens", "identity", "layers")
 
@@ -61,16 +61,9 @@ class FeatureCache:
 
     def store(self, encoder: DinoEncoder, image: Tensor, feats: BackboneFeatures) -> None:  # image [3, H, W], feats batch 1
         path = self._path(encoder, image)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: getattr(feats, k)[0].detach().cpu().contiguous() for k in _FIELDS}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_file(path) as tmp:
             save_file(tensors, tmp, metadata={"encoder": encoder.identity_key})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     def features(self, encoder: DinoEncoder, image: Tensor) -> BackboneFeatures:  # image [B, 3, H, W]
         """Backbone features for a batch, from the cache where present, computed and stored otherwise."""

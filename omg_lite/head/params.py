@@ -25,7 +25,6 @@ Extra arrays (landmarks, fitting losses, ...) may be stored beside them under ot
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor
 
 from omg_lite.geometry.camera import Camera
+from omg_lite.io import atomic_file
 
 POSE_DIM = 15  # 5 joints x axis-angle
 REQUIRED_KEYS = ("shape", "expression", "pose", "translation", "K", "R", "t", "image_size")
@@ -76,16 +76,8 @@ class HeadParams:
 
 def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """``np.savez`` that never leaves a half-written file under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-    os.close(fd)
-    try:
+    with atomic_file(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_clip(path: str | os.PathLike, params: HeadParams, camera: Camera, valid: Tensor | None = None, **extra) -> None:

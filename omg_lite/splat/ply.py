@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from omg_lite.io import atomic_file
 from omg_lite.splat.project import SCALE_MIN
 
 SH_C0 = 0.28209479177387814  # the degree-0 spherical harmonic, 1 / (2 sqrt(pi))
@@ -88,15 +89,9 @@ def write_ply(
                        + [f"property float {n}" for n in names] + ["end_header"]) + "\n"
 
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(np.ascontiguousarray(data).tobytes())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(np.ascontiguousarray(data).tobytes())
     return path
 
 

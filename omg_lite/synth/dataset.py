@@ -18,8 +18,6 @@ is in the neutral pose (plus the clip's framing offset), whatever the root and n
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from omg_lite.config import Config
 from omg_lite.geometry.camera import Camera
 from omg_lite.head import load_head_model
 from omg_lite.head.params import HeadParams, load_clip, save_clip
+from omg_lite.io import output_folder
 from omg_lite.synth.appearance import head_albedo, sample_appearance
 from omg_lite.synth.scene import render, sample_background, sample_light
 from omg_lite.synth.torso import N_AROUND, N_RINGS, sample_torso, torso_albedo, torso_mesh
@@ -61,19 +60,6 @@ def _check_args(identities: int, frames: int, size: int, seed: int) -> None:
         raise ValueError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {size}")
     if seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {seed}")
-
-
-def _check_target(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it, or choose another --out")
-        if not (out / "meta.json").is_file():
-            raise FileExistsError(
-                f"{out} is not empty and holds no meta.json, so it is not a set written by omg-lite synth; "
-                "refusing to replace it even with --overwrite: choose another --out"
-            )
 
 
 def _rotvec(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
@@ -134,11 +120,8 @@ def write_synth(
     if cfg.synth.supersample < 1 or cfg.synth.batch_frames < 1:
         raise ValueError("synth.supersample and synth.batch_frames must be at least 1")
     out = Path(out)
-    _check_target(out, overwrite)
     head = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with output_folder(out, overwrite, "meta.json", "a set written by omg-lite synth") as tmp:
         seeds = np.random.SeedSequence(seed).spawn(identities)
         with tqdm(total=identities * frames, unit="frame", desc="synth", disable=not progress) as bar:
             for i in range(identities):
@@ -163,16 +146,6 @@ def write_synth(
             "synth": asdict(cfg.synth),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(trash / out.name)
-            tmp.rename(out)
-            shutil.rmtree(trash)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +37,7 @@ import torch
 from omg_lite.config import Config
 from omg_lite.geometry.camera import Camera
 from omg_lite.head.params import HeadParams, save_clip
+from omg_lite.io import output_folder
 from omg_lite.tracking.crop import CropTransform, portrait_crop
 from omg_lite.tracking.fitting import FitSettings, FitTargets, LandmarkFitter, reprojection_error
 from omg_lite.tracking.landmarks import EYE_OUTER, MP_TO_IBUG68, N_POINTS, LandmarkDetector, NoFaceError, to_rgb_uint8
@@ -166,15 +165,7 @@ def write_track(out: Path, result: TrackResult, frames: Iterable[np.ndarray], ov
 
     from omg_lite.tracking.portrait_mask import PortraitSegmenter
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
-        if out.is_dir() and not (out / "track.json").is_file():
-            raise FileExistsError(f"{out} does not hold an omg-lite track result; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with output_folder(out, overwrite, "track.json", "an omg-lite track result") as tmp:
         (tmp / "rgb").mkdir()
         (tmp / "mask").mkdir()
         with PortraitSegmenter() as seg:
@@ -190,17 +181,7 @@ def write_track(out: Path, result: TrackResult, frames: Iterable[np.ndarray], ov
         )  # fmt: skip
         meta = {**info, "crop": c.to_dict(), "frames": int(len(result.valid)), "valid": int(result.valid.sum()), "seconds": result.seconds}
         (tmp / "track.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(trash / out.name)
-            tmp.rename(out)
-            shutil.rmtree(trash)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    return Path(out)
 
 
 def track(image: str | None, video: str | None, out: str, cfg: Config | None = None, overwrite: bool = False) -> TrackResult:

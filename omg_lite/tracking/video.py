@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from omg_lite.io import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     import av
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_file(path, suffix=path.suffix) as tmp:
         with av.open(tmp, mode="w") as container:
             stream = None
             for frame in frames:
@@ -95,8 +93,4 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                 raise ValueError("write_video: no frames to write")
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
