@@ -331,7 +331,8 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
              "truth composited on the background outside the portrait mask; cross: clip i's avatar driven by clip i+1 (neck placement)"]
     if mm is not None:
         s = mm.stats
-        notes.append(f"AKD/AED/APD: a face was detected in {s['render_found']} of {s['render_frames']} rendered frames (the others have none)")
+        notes.append(f"AKD/AED/APD average over the scored images where the detector found a face: {s['render_found']} of "
+                     f"{s['render_frames']} (baselines and renders; per row: motion_frames in the JSON); rows without any show –")
         if s["driver_fallback"]:
             notes.append(f"AKD: the detector missed {s['driver_fallback']} of {s['driver_frames']} driver frames; their true projected landmarks stand in")
     else:
@@ -355,6 +356,8 @@ def _row(key: tuple, scores: list[dict]) -> dict:
     counts = [s["gaussians"] for s in scores if "gaussians" in s]
     row: dict = {"setting": setting, "method": method, "lod": "–" if lod is None else lod,
                  "gaussians": round(float(np.mean(counts))) if counts else "–", "frames": sum(s["frames"] for s in scores)}
+    if any("motion_frames" in s for s in scores):
+        row["motion_frames"] = sum(s.get("motion_frames", 0) for s in scores)
     for k, _, _ in COLUMNS:
         weight = "motion_frames" if k in ("akd", "aed", "apd") else "frames"
         have = [(s[k], s[weight]) for s in scores if s.get(k) is not None and s.get(weight, 0) > 0]
