@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from omg_lite.features.encoder import EncoderOutput
 from omg_lite.geometry.camera import Camera
 from omg_lite.geometry.subdivide import Subdivider
+from omg_lite.geometry.shoulders import collar_band, head_mask, shoulder_mask, shoulder_plane
 from omg_lite.geometry.visibility import DepthBuffer
 from omg_lite.head import lbs
 from omg_lite.head.model import HeadModel
@@ -52,7 +53,7 @@ from omg_lite.model.gaussian_heads import GaussianAttributes, GaussianHead
 from omg_lite.model.global_branch import GlobalBranch, OffsetHead
 from omg_lite.model.hierarchy import Hierarchy
 from omg_lite.model.refiner import Refiner
-from omg_lite.model.shoulder_branch import ShoulderBranch, ShoulderGaussians, shoulder_plane
+from omg_lite.model.shoulder_branch import ShoulderBranch, ShoulderGaussians
 from omg_lite.splat import render as splat
 
 
@@ -161,6 +162,8 @@ class OMGModel(nn.Module):
         self.heads = nn.ModuleList(GaussianHead(cfg.dim, cfg.head_hidden, cfg.channels) for _ in range(cfg.levels + 1))
         if cfg.use_shoulder:
             self.shoulder = ShoulderBranch(cfg.local_dim, cfg.head_hidden, cfg.channels, cfg.shoulder_offset)
+            # [F] faces of the neck band under the collar, left out of the head mask in M_s
+            self.register_buffer("collar", collar_band(head.v_template, head.faces), persistent=False)
         if cfg.use_refiner:
             self.refiner = Refiner(cfg.channels, cfg.refiner_width, cfg.refiner_depth)
 
@@ -216,9 +219,11 @@ class OMGModel(nn.Module):
         return self.head(shape, expression, pose, translation).vertices + posed_offsets(self.head, pose, offsets)
 
     def _shoulders(self, F_local: Tensor, portrait_mask: Tensor, depth: DepthBuffer, camera: Camera, V0: Tensor) -> ShoulderGaussians:
-        h, w = F_local.shape[-2:]
-        mask, points, normals = shoulder_plane(portrait_mask, depth.mask, camera, V0.detach(), h, w)
-        return self.shoulder(F_local, mask, points, normals)
+        """M_s = portrait - head z-buffer mask, sampled on the local feature plane at the head's mean depth."""
+        M_s = shoulder_mask(portrait_mask, head_mask(depth.frags, self.collar))  # [B, H, W]
+        z_p = camera.world_to_camera(V0.detach())[..., 2].mean(1)  # [B]
+        plane = shoulder_plane(M_s, camera, z_p, grid=tuple(F_local.shape[-2:]))
+        return self.shoulder(F_local, plane.mask, plane.points, plane.normals)
 
     # ------------------------------------------------------------------ enactment
 
