@@ -135,6 +135,7 @@ def demo(
     size: int | None = None,
     max_frames: int = 250,
     overwrite: bool = False,
+    encoder_weights: str | None = None,
 ) -> None:
     """One photo in, an animated avatar out: reconstruct once, animate at LOD 0, 1 and 2 side by side.
 
@@ -149,10 +150,14 @@ def demo(
         size: Side of the rendered frames; default: the model's training size.
         max_frames: Refuse longer drivers (frames are never dropped silently).
         overwrite: Replace an earlier demo output at --out.
+        encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
     """
-    from omg_lite.demo import run_demo
+    from omg_lite.avatar import AvatarModel
+    from omg_lite.demo import SAMPLE_DRIVER, SAMPLE_PORTRAIT, check_out, run_demo
 
-    r = run_demo(image, driver, out, checkpoint, preset, size, max_frames, overwrite)
+    check_out(out, overwrite)  # before loading anything
+    net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights)
+    r = run_demo(image or SAMPLE_PORTRAIT, driver or SAMPLE_DRIVER, out, size=size, max_frames=max_frames, overwrite=overwrite, net=net)
     fps = ", ".join(f"LOD {x['lod']} {x['fps']:.1f} fps ({x['total']:,} Gaussians)" for x in r["lods"])
     print(f"wrote {out}: {r['video']}, {len(r['ply'])} .ply, report.md; reconstruction {r['reconstruction_s_model']:.2f} s ({r['reconstruction_s_warm']:.2f} s warm); {fps}")
     for note in r["notes"]:
@@ -171,6 +176,7 @@ def reenact(
     preset: str | None = None,
     size: int | None = None,
     max_frames: int = 1000,
+    encoder_weights: str | None = None,
 ) -> None:
     """Drive the avatar of one photo with a video or a params.npz and write the result as a video (for scripts).
 
@@ -183,10 +189,13 @@ def reenact(
         preset: Refuse a checkpoint trained with another preset.
         size: Side of the rendered frames; default: the model's training size.
         max_frames: Refuse longer drivers (frames are never dropped silently).
+        encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
     """
+    from omg_lite.avatar import AvatarModel
     from omg_lite.demo import reenact as run_reenact
 
-    path = run_reenact(checkpoint, source, driver, out, lod, preset, size, max_frames)
+    net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights)
+    path = run_reenact(checkpoint, source, driver, out, lod, preset, size, max_frames, net=net)
     print(f"wrote {path}")
 
 
@@ -204,6 +213,7 @@ def run_eval(
     motion: bool = True,
     preset: str | None = None,
     json: bool = False,
+    encoder_weights: str | None = None,
 ) -> None:
     """Self- and cross-reenactment metrics (PSNR, SSIM, LPIPS, AKD, AED, APD; CSIM where available) with baselines.
 
@@ -218,11 +228,12 @@ def run_eval(
         motion: AKD / AED / APD (landmark detection and fitting: the slow part).
         preset: Refuse a checkpoint trained with another preset.
         json: Print JSON instead of a markdown table.
+        encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
     """
     from omg_lite.avatar import AvatarModel
     from omg_lite.evaluate import evaluate
 
-    net = AvatarModel.load(checkpoint, preset)
+    net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights)
     r = evaluate(net, data, None if lod is None else [lod], split, heldout, max_frames, cross, motion, progress=not json)
     print(r.to_json() if json else r.markdown())
 

@@ -110,7 +110,8 @@ def _resized(image: torch.Tensor, size: int) -> torch.Tensor:  # [1, 3, H, W] ->
     return torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that is a file, or a non-empty folder without --overwrite (or not a demo output)."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
     if out.is_dir() and any(out.iterdir()):
@@ -144,15 +145,15 @@ def run_demo(image: str | Path | None = None, driver: str | Path | None = None, 
 
     t_start = time.perf_counter()
     out = Path(out)
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     image = Path(image) if image is not None else SAMPLE_PORTRAIT
     driver = driver if driver is not None else SAMPLE_DRIVER
     t0 = time.perf_counter()
     net = net or AvatarModel.load(checkpoint, preset)
     load_s = time.perf_counter() - t0
+    d = load_driver(driver, net.head, net.cfg, max_frames)  # a bad driver fails before the expensive part
     avatar = Avatar.from_image(image, net=net)
     warm = Avatar.reconstruct(net, avatar.source, avatar.gaussians.lod).seconds  # again, past first-call costs
-    d = load_driver(driver, net.head, net.cfg, max_frames)
     params = avatar.driving_params(d, max_frames)
     size = size or avatar.size
     levels = avatar.levels
@@ -255,7 +256,7 @@ def reenact(checkpoint: str | Path | None, source: str | Path, driver: str | Pat
     lod = net.model.levels if lod is None else lod
     if not 0 <= lod <= net.model.levels:
         raise ValueError(f"--lod {lod}: this model has levels 0..{net.model.levels}")
-    avatar = Avatar.from_image(source, net=net, lod=lod)
     d = load_driver(driver, net.head, net.cfg, max_frames)
+    avatar = Avatar.from_image(source, net=net, lod=lod)
     frames = to_uint8(avatar.animate(d, size=size, progress=progress))
     return write_frames(out, frames, d.fps)

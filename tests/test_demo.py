@@ -77,8 +77,8 @@ def test_interrupted_demo_leaves_nothing(net, short_driver, tmp_path, monkeypatc
 
     monkeypatch.setattr(demo_module, "report_markdown", boom)  # the last file written
     with pytest.raises(KeyboardInterrupt):
-        run_demo(driver=short_driver, out=tmp_path / "demo", net=net, progress=False)
-    assert list(tmp_path.iterdir()) == []
+        run_demo(driver=save_synthetic_driver(tmp_path / "one" / "params.npz", n_frames=1), out=tmp_path / "demo", net=net, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["one"]  # the driver only: no demo, no temporary folder
 
 
 def _error(capsys, args) -> str:
