@@ -156,7 +156,6 @@ class AvatarModel:
     def load(cls, checkpoint: str | Path | None = None, preset: str | None = None, device: str | torch.device = "auto",
              encoder_weights: str | None = None) -> "AvatarModel":
         """Load a run folder or weights file (default ``data_samples/lite``); ``preset`` insists on one."""
-        from omg_lite.head import load_head_model
         from omg_lite.train.checkpoint import check_fits, load_weights
         from omg_lite.train.loop import Net, config_from_dict, trainable_state
 
