@@ -25,10 +25,9 @@ paper times it; ``omg-lite bench enact`` gives the figures over 100 frames after
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,11 +36,15 @@ import torch
 
 from omg_lite.avatar import DATA_SAMPLES, MAX_FRAMES, Avatar, AvatarModel, load_driver, to_uint8
 from omg_lite.bench import sync
+from omg_lite.io import check_output_folder, output_folder
+
+log = logging.getLogger(__name__)
 
 SAMPLE_PORTRAIT = DATA_SAMPLES / "synth_256" / "id000" / "rgb" / "0000.png"
 SAMPLE_DRIVER = DATA_SAMPLES / "driver" / "params.npz"
 LABEL_BAND = 16  # pixels of caption above each panel
 DEMO_MAX_FRAMES = 250  # 10 s at 25 fps keeps the demo within its two minutes
+MARKER = "report.json"  # what makes a folder an omg-lite demo output (see omg_lite.io.output_folder)
 
 
 def write_frames(path: str | Path, frames: np.ndarray, fps: float) -> Path:  # frames [M, H, W, 3] uint8
@@ -55,21 +58,14 @@ def write_frames(path: str | Path, frames: np.ndarray, fps: float) -> Path:  # f
         try:
             return write_video(path, frames, fps=fps)
         except Exception as e:  # noqa: BLE001 - any encoder failure (no libx264, odd size) falls back to GIF
-            import logging
-
-            logging.getLogger(__name__).warning("H.264 encoding failed (%s); writing a GIF instead", e)
+            log.warning("H.264 encoding failed (%s); writing a GIF instead", e)
             path = path.with_suffix(".gif")
     import imageio.v3 as iio
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".gif")
-    os.close(fd)
-    try:
+    from omg_lite.io import atomic_file
+
+    with atomic_file(path, suffix=".gif") as tmp:
         iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -112,28 +108,7 @@ def _resized(image: torch.Tensor, size: int) -> torch.Tensor:  # [1, 3, H, W] ->
 
 def check_out(out: Path, overwrite: bool) -> None:
     """Refuse an --out that is a file, or a non-empty folder without --overwrite (or not a demo output)."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it, or choose another --out")
-        if not (out / "report.json").is_file():
-            raise FileExistsError(f"{out} holds no report.json, so it is not a demo output; refusing to replace it")
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished temporary folder onto ``out`` (ordinary permissions: mkdtemp/mkstemp make them private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for p in [tmp, *tmp.iterdir()]:
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
-    if out.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        out.rename(trash / out.name)
-        tmp.rename(out)
-        shutil.rmtree(trash)
-    else:
-        tmp.rename(out)
+    check_output_folder(Path(out), overwrite, MARKER, "an omg-lite demo output")
 
 
 def run_demo(image: str | Path | None = None, driver: str | Path | None = None, out: str | Path = "demo_out",
@@ -169,9 +144,7 @@ def run_demo(image: str | Path | None = None, driver: str | Path | None = None, 
             per_lod.append({"lod": k, **c, "fps": len(times) / sum(times), "ms_per_frame": 1e3 * float(np.median(times))})
     video = np.stack([np.concatenate([captioned(p[m], c) for p, c in zip(panels, captions)], 1) for m in range(len(d))])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with output_folder(out, overwrite, MARKER, "an omg-lite demo output") as tmp:
         video_path = write_frames(tmp / "avatar.mp4", video, d.fps)
         from PIL import Image
 
@@ -179,12 +152,8 @@ def run_demo(image: str | Path | None = None, driver: str | Path | None = None, 
         for k in levels:
             avatar.export_ply(tmp / f"avatar_lod{k}.ply", k)
         report = _report(avatar, warm, net, image, d, per_lod, size, video_path.name, load_s, time.perf_counter() - t_start)
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (tmp / MARKER).write_text(json.dumps(report, indent=2) + "\n")
         (tmp / "report.md").write_text(report_markdown(report))
-        _swap_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return report
 
 
