@@ -121,7 +121,7 @@ def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None,
     from omg_lite.avatar import AvatarModel
     from omg_lite.evaluate import evaluate
     from omg_lite.synth import write_synth
-    from omg_lite.train.checkpoint import atomic_write_text
+    from omg_lite.io import atomic_file
 
     if "full" not in variants:
         raise ValueError("the tables compare against the full model: include 'full' in the variants")
@@ -161,6 +161,7 @@ def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None,
              "CSIM needs a face-identity model (ArcFace); none is available offline, so it is not computed",
              "the paper's figures are VFHQ at 512x512 with a trained DINOv2: compare orderings, not values"]
     tables = Tables(lod_rows, ablation_rows, orderings(lod_rows, ablation_rows), notes, command)
-    atomic_write_text(out / "tables.md", tables.markdown())
-    atomic_write_text(out / "tables.json", json.dumps(tables.to_dict(), indent=2) + "\n")
+    for name, text in (("tables.md", tables.markdown()), ("tables.json", json.dumps(tables.to_dict(), indent=2) + "\n")):
+        with atomic_file(out / name) as tmp:
+            Path(tmp).write_text(text)
     return tables
