@@ -175,6 +175,8 @@ class RenderBench(Bench):
     name = "render"
 
     def run(self) -> list[dict]:
+        if min(self.gaussians, self.size, self.channels, self.repeat) < 1:
+            raise ValueError("bench render: --gaussians, --size, --channels and --repeat must be at least 1")
         if self.table:
             return scaling_table(channels=self.channels, backward=self.backward, backend=self.backend,
                                  repeat=self.repeat)

@@ -45,6 +45,8 @@ class SubdivideBench(Bench):
     name = "subdivide"
 
     def run(self) -> list[dict]:
+        if self.channels < 1 or self.levels < 0 or self.repeat < 1:
+            raise ValueError("bench subdivide: --channels and --repeat must be at least 1, --levels at least 0")
         mesh, verts, faces = _topology()
         V, C = verts.shape[0], self.channels
         x = verts[None]  # [1, V, 3]
