@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/omg-lite synth --out $(DEMO_OUT) --identities 3 --frames 4 --size 256 --seed 0 --overwrite
+	$(BIN)/omg-lite demo --out $(DEMO_OUT) --overwrite
 
 test: $(STAMP)
 	OMG_LITE_SMOKE=$(OMG_LITE_SMOKE) $(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
