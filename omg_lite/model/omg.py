@@ -36,7 +36,7 @@ Design decisions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +67,8 @@ class GaussianSet:
     offsets: Tensor  # [B, V_0, 3] canonical-space vertex offsets o
     shape: Tensor  # [B, S] source identity beta_s
     shoulders: ShoulderGaussians | None  # [B, N_s] Gaussians fixed in world, or None
+    # lod -> (quats, scales, opacities, features) of H_lod U S, concatenated once (see static)
+    _static: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def batch(self) -> int:
@@ -78,6 +80,15 @@ class GaussianSet:
 
     def num_head(self, lod: int | None = None) -> int:
         return self.levels[self.lod if lod is None else lod].count
+
+    def static(self, lod: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The attributes that enactment reuses, H_lod U S: quats [B, N, 4], scales [B, N, 3],
+        opacities [B, N], features [B, N, C]; concatenated on first use, not per frame."""
+        if lod not in self._static:
+            parts = [self.levels[lod]] + ([] if self.shoulders is None else [self.shoulders.attributes])
+            cat = lambda f: torch.cat([f(a).float() for a in parts], 1)  # noqa: E731
+            self._static[lod] = (cat(lambda a: a.quats), cat(lambda a: a.scales), cat(lambda a: a.opacities), cat(lambda a: a.features))
+        return self._static[lod]
 
     def detach(self) -> "GaussianSet":
         """The same Gaussians without autograd history."""
@@ -246,18 +257,13 @@ class OMGModel(nn.Module):
         lod = self._check_lod(gs, lod)
         means = self.head_positions(gs, driver, lod)  # [B, N_h, 3]
         B = means.shape[0]
-        parts = [(means, gs.levels[lod])]
-        if gs.shoulders is not None:
-            parts.append((gs.shoulders.means, gs.shoulders.attributes))
-        cat = lambda f: torch.cat([_expand(f(m, a), B).float() for m, a in parts], 1)  # noqa: E731
         if camera.batch not in (1, B):
             raise ValueError(f"the driving camera holds {camera.batch} views; expected 1 or B={B}")
+        if gs.shoulders is not None:
+            means = torch.cat([means.float(), _expand(gs.shoulders.means, B).float()], 1)  # [B, N_h + N_s, 3]
+        quats, scales, opacities, features = (_expand(x, B) for x in gs.static(lod))
         out = splat(
-            cat(lambda m, a: m),
-            cat(lambda m, a: a.quats),
-            cat(lambda m, a: a.scales),
-            cat(lambda m, a: a.opacities),
-            cat(lambda m, a: a.features),
+            means.float(), quats, scales, opacities, features,
             _expand_camera(camera, B).to(dtype=torch.float32),
             background=self.background,
         )
