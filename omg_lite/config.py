@@ -117,6 +117,9 @@ class TrainConfig:
     lpips_net: str = "alex"
     # Coarse-to-fine: the fractions of the run at which the level of detail goes up (lod 0, then 1, then 2).
     lod_schedule: tuple[float, ...] = (1 / 3, 2 / 3)
+    # Once the level is k > 0, the share of steps that train a coarser level instead (drawn uniformly
+    # from 0..k-1), so every level's Gaussian head keeps up with the shared layers; 0 trains k only.
+    coarser_share: float = 0.5
     # Seed of the model's initialisation and of the order of pairs.
     seed: int = 0
     # "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".

@@ -30,7 +30,7 @@ from omg_lite.features import DinoEncoder
 from omg_lite.features.encoder import DenseHead
 from omg_lite.geometry.camera import Camera
 from omg_lite.head.params import HeadParams, save_clip
-from omg_lite.train import NonFiniteLoss, PairDataset, Trainer, collate, lod_at
+from omg_lite.train import NonFiniteLoss, PairDataset, Trainer, collate, lod_at, step_lod
 from omg_lite.train.checkpoint import load_state, load_weights, save_checkpoint
 from omg_lite.train.losses import OMGLoss
 from omg_lite.train.loop import Net, target_image
@@ -210,6 +210,27 @@ def test_lod_schedule_raises_the_level_by_thirds():
     steps = [lod_at(s, 9, (1 / 3, 2 / 3)) for s in range(9)]
     assert steps == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert [lod_at(s, 4, ()) for s in range(4)] == [0, 0, 0, 0]
+
+
+def test_coarser_levels_keep_a_share_of_the_steps_once_the_level_rises():
+    steps, schedule = 6000, (1 / 3, 2 / 3)
+    levels = np.array([step_lod(s, steps, schedule, 0.5, seed=3) for s in range(steps)])
+    phase = np.array([lod_at(s, steps, schedule) for s in range(steps)])
+    assert (levels <= phase).all() and (levels[phase == 0] == 0).all()
+    for k in (1, 2):
+        at_k = levels[phase == k]  # 2000 draws: share of coarser steps ~ Binomial(2000, 0.5) / 2000, sd 0.011
+        assert abs((at_k < k).mean() - 0.5) < 0.05
+        for j in range(k):  # coarser levels uniform over 0..k-1
+            assert abs((at_k == j).mean() - 0.5 / k) < 0.05
+    assert [step_lod(s, steps, schedule, 0.0, seed=3) for s in range(steps)] == phase.tolist()
+    # a draw depends on (seed, step) only: a resumed run (another order) trains the same levels
+    assert [step_lod(s, steps, schedule, 0.5, seed=3) for s in reversed(range(steps))] == levels[::-1].tolist()
+    assert all(step_lod(s, steps, schedule, 1.0, seed=3) < 2 for s in range(4000, 6000))
+
+
+def test_a_coarser_share_outside_0_1_is_refused(clips, tmp_path):
+    with pytest.raises(ValueError, match="coarser_share=1.5 is a share of the steps"):
+        trainer(tiny_cfg(clips, "train.coarser_share=1.5"), tmp_path / "run")
 
 
 def test_target_is_the_driver_on_the_background(clips):

@@ -5,7 +5,7 @@
 """
 
 from omg_lite.train.data import PairBatch, PairDataset, collate
-from omg_lite.train.loop import NonFiniteLoss, Trainer, lod_at, run_config
+from omg_lite.train.loop import NonFiniteLoss, Trainer, lod_at, run_config, step_lod
 from omg_lite.train.losses import OMGLoss, build_lpips
 
-__all__ = ["NonFiniteLoss", "OMGLoss", "PairBatch", "PairDataset", "Trainer", "build_lpips", "collate", "lod_at", "run_config"]
+__all__ = ["NonFiniteLoss", "OMGLoss", "PairBatch", "PairDataset", "Trainer", "build_lpips", "collate", "lod_at", "run_config", "step_lod"]

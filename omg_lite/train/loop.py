@@ -12,7 +12,10 @@ Refiner" ablation) only I_c is scored.
 
 Coarse-to-fine: "subdivision levels increasing progressively". ``train.lod_schedule`` lists the
 fractions of the run at which k goes up: (1/3, 2/3) trains k = 0 for the first third, 1 for the
-second, 2 for the last.
+second, 2 for the last. "The same weights serve different speeds", so once k > 0 a share
+``train.coarser_share`` of the steps trains a coarser level drawn from 0..k-1 (:func:`step_lod`):
+trained only in its own phase, a level's Gaussian head falls out of step with the shared layers
+that keep learning afterwards, and its renders drift in colour.
 
 Exact resume: the pairs of step s depend on (seed, s) only (see :mod:`.data`); a checkpoint stores
 the weights, Adam's state and the torch / numpy / python RNG states, so ``--resume`` reproduces the
@@ -63,6 +66,15 @@ class Net(nn.Module):
 def lod_at(step: int, steps: int, schedule: tuple[float, ...]) -> int:
     """Level of detail k at ``step``: the number of schedule fractions already passed."""
     return sum(step >= f * steps for f in schedule)
+
+
+def step_lod(step: int, steps: int, schedule: tuple[float, ...], coarser_share: float, seed: int) -> int:
+    """Level of detail trained at ``step``: the phase's level k = :func:`lod_at`, or, with probability
+    ``coarser_share`` when k > 0, a coarser level drawn uniformly from 0..k-1. The draw depends on
+    (seed, step) only, so resumed runs and every DDP rank train the same level."""
+    k = lod_at(step, steps, schedule)
+    draw = random.Random(seed * 1_000_003 + step)
+    return draw.randrange(k) if k and draw.random() < coarser_share else k
 
 
 def trainable_state(net: nn.Module, frozen: list[nn.Module]) -> dict[str, Tensor]:
@@ -163,6 +175,8 @@ class Trainer:
             raise ValueError(f"{len(self.data)} training pairs cannot fill one batch of {t.batch_size}: lower train.batch_size or add frames")
         if len(t.lod_schedule) > cfg.model.levels:
             raise ValueError(f"train.lod_schedule {t.lod_schedule} raises the level of detail {len(t.lod_schedule)} times but model.levels={cfg.model.levels}")
+        if not 0.0 <= t.coarser_share <= 1.0:
+            raise ValueError(f"train.coarser_share={t.coarser_share} is a share of the steps: choose a value in [0, 1]")
         if t.image_size < MIN_SIZE:
             raise ValueError(f"train.image_size={t.image_size} is too small: the loss needs at least {MIN_SIZE} pixels (LPIPS, SSIM)")
         self.steps = math.ceil(t.epochs * self.steps_per_epoch) if t.epochs > 0 else t.steps
@@ -241,11 +255,16 @@ class Trainer:
         with torch.no_grad():
             return self.cache.features(self.encoder, images) if self.cache else self.encoder.backbone_features(images)
 
+    def lod(self, step: int) -> int:
+        """The level of detail trained at ``step`` (:func:`step_lod`)."""
+        t = self.cfg.train
+        return step_lod(step, self.steps, t.lod_schedule, t.coarser_share, t.seed)
+
     def train_step(self, batch: PairBatch):
         """Forward + loss for one batch at the current step's level of detail -> (loss terms, outputs)."""
         t, dev = self.cfg.train, self.dist.device
         batch = batch.to(dev)
-        lod = lod_at(self.step, self.steps, t.lod_schedule)
+        lod = self.lod(self.step)
         feats = self._features(batch.source_rgb)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=t.amp and dev.type == "cuda"):
             out = self.ddp_net(feats, batch, lod)
@@ -280,7 +299,7 @@ class Trainer:
                 speed = t.batch_size / (time.perf_counter() - tic)
                 rate = speed if rate is None else 0.9 * rate + 0.1 * speed
                 bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{rate:.2f}", lod=lod_at(self.step - 1, self.steps, t.lod_schedule))
+                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{rate:.2f}", lod=self.lod(self.step - 1))
                 if writer is not None:
                     self._log(writer, record, rate, out, batch)
                 if self.step % t.ckpt_every == 0 or self.step == self.steps:
@@ -361,7 +380,7 @@ class Trainer:
             for k, v in record.items():
                 writer.add_scalar(f"loss/{k.replace('lpips', label)}", v, s)
             writer.add_scalar("train/images_per_s", rate, s)
-            writer.add_scalar("train/lod", lod_at(s - 1, self.steps, t.lod_schedule), s)
+            writer.add_scalar("train/lod", self.lod(s - 1), s)
         if s % t.image_every == 0 or s == self.steps:
             from torchvision.utils import make_grid
 
