@@ -247,10 +247,11 @@ def tables(
     steps: int | None = None,
     variants: tuple[str, ...] = ("full", "no_global", "no_local", "no_refiner", "no_shoulder"),
     overrides: Annotated[tuple[str, ...], tyro.conf.arg(name="set")] = (),
+    readme: Path | None = None,
 ) -> None:
     """The paper's tables in miniature: train the full model and its ablations, evaluate per LOD and per variant on held-out identities.
 
-    Writes OUT/tables.md (paste into the README's results section) and OUT/tables.json; reuses finished runs, resumes interrupted ones.
+    Writes OUT/tables.md and OUT/tables.json (and, with --readme README.md, the tables into its results section); reuses finished runs, resumes interrupted ones.
 
     Args:
         out: Folder for the data, the runs (OUT/runs/VARIANT) and the tables.
@@ -258,12 +259,13 @@ def tables(
         steps: Training steps per variant; default: the preset's.
         variants: full (required), no_global, no_local, no_refiner, no_shoulder.
         overrides: section.field=value changes to the preset for every variant, e.g. --set train.synth_identities=32.
+        readme: Also write the tables between the marker lines '<!-- omg-lite tables: begin -->' and '<!-- omg-lite tables: end -->' of this file.
     """
     from omg_lite.tables import make_tables
 
-    t = make_tables(out, preset, steps, tuple(variants), tuple(overrides))
+    t = make_tables(out, preset, steps, tuple(variants), tuple(overrides), readme=readme)
     print(t.markdown())
-    print(f"wrote {out / 'tables.md'} and {out / 'tables.json'}")
+    print(f"wrote {out / 'tables.md'} and {out / 'tables.json'}" + (f", and the tables into {readme}" if readme else ""))
 
 
 COMMANDS["tables"] = tables

@@ -11,7 +11,8 @@ One command trains what it needs and evaluates it on identities no run trained o
    level of detail (the paper's Sub #0 / #1 / #2 rows, with Gaussian counts) and every variant at
    the finest level (I_r, or I_c for ``no_refiner``);
 4. OUT/tables.md (the tables, which of the paper's orderings hold here, the command) and
-   OUT/tables.json, each written atomically.
+   OUT/tables.json, each written atomically; with ``readme`` the same markdown also replaces the
+   block between the two marker lines :data:`README_BEGIN` / :data:`README_END` of that file.
 
 The orderings are checked as they come out; nothing is tuned to make them hold.
 """
@@ -39,6 +40,7 @@ LABELS = {"full": "Ours (Full)", "no_global": "w/o Global Feature", "no_local": 
 PAPER_ABLATION = {"no_global": (20.85, 0.796, 0.121), "no_local": (21.21, 0.802, 0.128), "no_refiner": (21.42, 0.809, 0.115),
                   "no_shoulder": (22.42, 0.828, 0.099), "full": (22.72, 0.831, 0.091)}
 PAPER_LOD = {0: (22.18, 0.817, 0.102), 1: (22.68, 0.830, 0.094), 2: (22.72, 0.831, 0.091)}
+README_BEGIN, README_END = "<!-- omg-lite tables: begin -->", "<!-- omg-lite tables: end -->"
 METRICS = (("psnr", "PSNR ↑", 1), ("ssim", "SSIM ↑", 1), ("lpips", "LPIPS ↓", -1))
 
 
@@ -93,6 +95,28 @@ def orderings(lod_rows: list[dict], ablation_rows: list[dict]) -> list[tuple[str
     return checks
 
 
+def _readme_parts(readme: str | Path) -> tuple[str, str]:
+    """``readme``'s text before README_BEGIN and after README_END; one clear error when they are missing."""
+    readme = Path(readme)
+    if not readme.is_file():
+        raise FileNotFoundError(f"--readme {readme}: no such file")
+    text = readme.read_text()
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1 or text.index(README_BEGIN) > text.index(README_END):
+        raise ValueError(f"--readme {readme}: it needs one line {README_BEGIN!r} and, after it, one line {README_END!r} "
+                         "around the place where the tables go")
+    head, rest = text.split(README_BEGIN)
+    return head, rest.split(README_END)[1]
+
+
+def into_readme(readme: str | Path, markdown: str) -> None:
+    """Replace the lines between README_BEGIN and README_END of ``readme`` with ``markdown`` (atomically)."""
+    from omg_lite.io import atomic_file
+
+    head, tail = _readme_parts(readme)
+    with atomic_file(Path(readme)) as tmp:
+        Path(tmp).write_text(f"{head}{README_BEGIN}\n{markdown.rstrip()}\n{README_END}{tail}")
+
+
 def variant_config(cfg: Config, variant: str) -> Config:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
@@ -116,8 +140,9 @@ def _train(cfg: Config, run: Path, preset: str, progress: bool) -> Path:
 
 
 def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None, variants: tuple[str, ...] = tuple(VARIANTS),
-                overrides: tuple[str, ...] = (), progress: bool = True) -> Tables:
-    """Train (or reuse) every variant, evaluate on the held-out identities, write OUT/tables.md + .json."""
+                overrides: tuple[str, ...] = (), progress: bool = True, readme: str | Path | None = None) -> Tables:
+    """Train (or reuse) every variant, evaluate on the held-out identities, write OUT/tables.md + .json
+    (and into ``readme``'s marked block)."""
     from omg_lite.avatar import AvatarModel
     from omg_lite.evaluate import evaluate
     from omg_lite.synth import write_synth
@@ -125,6 +150,8 @@ def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None,
 
     if "full" not in variants:
         raise ValueError("the tables compare against the full model: include 'full' in the variants")
+    if readme is not None:
+        _readme_parts(readme)  # a missing file or marker fails now, not after hours of training
     out = Path(out)
     cfg = apply_overrides(named_preset(preset), list(overrides))
     if steps is not None:
@@ -164,4 +191,6 @@ def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None,
     for name, text in (("tables.md", tables.markdown()), ("tables.json", json.dumps(tables.to_dict(), indent=2) + "\n")):
         with atomic_file(out / name) as tmp:
             Path(tmp).write_text(text)
+    if readme is not None:
+        into_readme(readme, tables.markdown())
     return tables

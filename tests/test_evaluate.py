@@ -128,11 +128,23 @@ def test_orderings_on_hand_made_numbers():
     assert got["PSNR order w/o Global Feature < w/o Local Feature < w/o Shoulder < Ours (Full)"]
 
 
+def test_tables_refuse_a_readme_without_markers_before_training(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# results\n<!-- omg-lite tables: end -->\n<!-- omg-lite tables: begin -->\n")
+    assert main(["tables", "--out", str(tmp_path / "t"), "--preset", "smoke", "--readme", str(readme)]) == 2
+    assert "needs one line '<!-- omg-lite tables: begin -->'" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
 @pytest.mark.slow
 def test_tables_at_smoke_size(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Results\n\n<!-- omg-lite tables: begin -->\nold table\n<!-- omg-lite tables: end -->\n\n## After\n")
     assert main(["tables", "--out", str(tmp_path / "t"), "--preset", "smoke", "--steps", "1", "--variants", "full", "no_refiner",
-                 "--set", "encoder.weights=random", "train.w_lpips=0"]) == 0
+                 "--set", "encoder.weights=random", "train.w_lpips=0", "--readme", str(readme)]) == 0
     md = (tmp_path / "t" / "tables.md").read_text()
+    assert readme.read_text() == ("# x\n\n## Results\n\n<!-- omg-lite tables: begin -->\n" + md.rstrip()
+                                  + "\n<!-- omg-lite tables: end -->\n\n## After\n")
     assert "| Sub #0 |" in md and "| Sub #2 |" in md and "| w/o Refiner |" in md and "Produced by `omg-lite tables" in md
     data = json.loads((tmp_path / "t" / "tables.json").read_text())
     heads = [r["gaussians"] for r in data["lod_rows"]]
