@@ -228,9 +228,12 @@ def test_coarser_levels_keep_a_share_of_the_steps_once_the_level_rises():
     assert all(step_lod(s, steps, schedule, 1.0, seed=3) < 2 for s in range(4000, 6000))
 
 
-def test_a_coarser_share_outside_0_1_is_refused(clips, tmp_path):
-    with pytest.raises(ValueError, match="coarser_share=1.5 is a share of the steps"):
-        trainer(tiny_cfg(clips, "train.coarser_share=1.5"), tmp_path / "run")
+def test_a_bad_setting_is_refused_before_the_synthetic_set_is_rendered(tmp_path, capsys):
+    from omg_lite.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "run"), "--set", "train.coarser_share=1.5"]) == 2
+    assert "train.coarser_share=1.5 is a share of the steps" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "data").exists()
 
 
 def test_target_is_the_driver_on_the_background(clips):

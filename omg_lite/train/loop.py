@@ -142,6 +142,7 @@ class Trainer:
         t = cfg.train
         self.dist = ddp.setup(t.device)
         self._check_run(resume)
+        self._check_config()
         torch.manual_seed(t.seed)
         np.random.seed(t.seed)
         random.seed(t.seed)
@@ -167,18 +168,10 @@ class Trainer:
         cache = t.feature_cache
         self.cache = None if cache == "off" else FeatureCache(Path(cache) if cache else self.run / "feature_cache")
         self.sampler = ddp.sampler(self.data, self.dist, t.seed)
-        if t.batch_size % self.dist.world:
-            raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the number of processes ({self.dist.world})")
         self.local_batch = t.batch_size // self.dist.world
         self.steps_per_epoch = len(self.sampler) // self.local_batch
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.data)} training pairs cannot fill one batch of {t.batch_size}: lower train.batch_size or add frames")
-        if len(t.lod_schedule) > cfg.model.levels:
-            raise ValueError(f"train.lod_schedule {t.lod_schedule} raises the level of detail {len(t.lod_schedule)} times but model.levels={cfg.model.levels}")
-        if not 0.0 <= t.coarser_share <= 1.0:
-            raise ValueError(f"train.coarser_share={t.coarser_share} is a share of the steps: choose a value in [0, 1]")
-        if t.image_size < MIN_SIZE:
-            raise ValueError(f"train.image_size={t.image_size} is too small: the loss needs at least {MIN_SIZE} pixels (LPIPS, SSIM)")
         self.steps = math.ceil(t.epochs * self.steps_per_epoch) if t.epochs > 0 else t.steps
         self.step = 0
         self.checkpoint: Path | None = None
@@ -200,6 +193,18 @@ class Trainer:
             raise FileExistsError(f"{self.run} already holds a training run; pass --resume to continue it, or choose another --out")
         if self.run.exists() and not self.run.is_dir():
             raise FileExistsError(f"{self.run} exists and is not a folder; choose another --out")
+
+    def _check_config(self) -> None:
+        """The settings that need no data, checked before a synthetic set is rendered."""
+        t, levels = self.cfg.train, self.cfg.model.levels
+        if t.batch_size % self.dist.world:
+            raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the number of processes ({self.dist.world})")
+        if len(t.lod_schedule) > levels:
+            raise ValueError(f"train.lod_schedule {t.lod_schedule} raises the level of detail {len(t.lod_schedule)} times but model.levels={levels}")
+        if not 0.0 <= t.coarser_share <= 1.0:
+            raise ValueError(f"train.coarser_share={t.coarser_share} is a share of the steps: choose a value in [0, 1]")
+        if t.image_size < MIN_SIZE:
+            raise ValueError(f"train.image_size={t.image_size} is too small: the loss needs at least {MIN_SIZE} pixels (LPIPS, SSIM)")
 
     def _dataset(self) -> PairDataset:
         t = self.cfg.train
