@@ -120,8 +120,6 @@ class TrainConfig:
     # Once the level is k > 0, the share of steps that train a coarser level instead (drawn uniformly
     # from 0..k-1), so every level's Gaussian head keeps up with the shared layers; 0 trains k only.
     coarser_share: float = 0.5
-    # When the level first rises to k, start Head_k as a copy of Head_{k-1} instead of its random init.
-    warm_start_levels: bool = False
     # Seed of the model's initialisation and of the order of pairs.
     seed: int = 0
     # "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".

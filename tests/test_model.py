@@ -218,25 +218,6 @@ def test_shoulder_points_lie_on_the_image_plane_through_their_pixels(head):
 # ---------------------------------------------------------------------------------------------- training signal
 
 
-def test_grow_starts_a_level_as_a_copy_of_the_coarser_one_in_place(head):
-    model = model_for(head)
-    params = list(model.heads[2].parameters())
-    enc, src, cam, mask = inputs()
-    with torch.no_grad():
-        before = model.reconstruct(enc, src, cam, mask, 2).levels[1]
-    model.grow(2)
-    assert [p is q for p, q in zip(params, model.heads[2].parameters())] == [True] * len(params)  # an optimizer keeps them
-    for p, q in zip(model.heads[2].parameters(), model.heads[1].parameters()):
-        assert torch.equal(p, q) and p.data_ptr() != q.data_ptr()
-    F = torch.randn(1, 7, model.cfg.dim)
-    a, b = model.heads[2](F, model.base_scale[2]), model.heads[1](F, model.base_scale[2])
-    assert torch.equal(a.features, b.features) and torch.equal(a.scales, b.scales)
-    with torch.no_grad():  # the coarser level is untouched
-        assert torch.equal(model.reconstruct(enc, src, cam, mask, 2).levels[1].features, before.features)
-    with pytest.raises(ValueError, match="level 0 has no coarser level"):
-        model.grow(0)
-
-
 def test_every_trainable_parameter_gets_a_gradient(head):
     model = model_for(head)
     enc, src, cam, mask = inputs(B=2)

@@ -236,32 +236,6 @@ def test_a_bad_setting_is_refused_before_the_synthetic_set_is_rendered(tmp_path,
     assert not (tmp_path / "run" / "data").exists()
 
 
-class Growing(StandIn):
-    """StandIn that records when the trainer starts a level: (forward calls so far = step, level)."""
-
-    def __init__(self):
-        super().__init__(8)
-        self.grown: list[tuple[int, int]] = []
-
-    def grow(self, k: int) -> None:
-        self.grown.append((self.calls, k))
-
-
-def test_warm_start_grows_each_level_once_where_the_schedule_first_reaches_it(clips, tmp_path):
-    cfg = tiny_cfg(clips, "train.steps=9", "train.ckpt_every=3", "train.warm_start_levels=true")
-    assert cfg.train.lod_schedule == (1 / 3, 2 / 3)  # levels rise at steps 3 and 6
-    model = Growing()
-    Trainer(cfg, tmp_path / "run", model=model, encoder=tiny_encoder(), progress=False).fit(max_steps=3)
-    assert model.grown == []  # stopped at the checkpoint of step 3, before its step ran
-    resumed = Growing()
-    t = Trainer(cfg, tmp_path / "run", resume=True, model=resumed, encoder=tiny_encoder(), progress=False)
-    resumed.calls = t.step
-    t.fit()
-    assert resumed.grown == [(3, 1), (6, 2)]
-    with pytest.raises(ValueError, match="needs a model with grow"):
-        Trainer(cfg, tmp_path / "other", model=StandIn(8), encoder=tiny_encoder(), progress=False)
-
-
 def test_target_is_the_driver_on_the_background(clips):
     b = collate([PairDataset(clips, size=16, split="all")[0]])
     t = target_image(b, 1.0)

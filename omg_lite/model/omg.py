@@ -188,13 +188,6 @@ class OMGModel(nn.Module):
         """K, the finest level of detail."""
         return self.cfg.levels
 
-    def grow(self, k: int) -> None:
-        """Start Head_k as a copy of Head_{k-1} (in place: an optimizer keeps its parameters); the
-        trainer calls it when coarse-to-fine training first reaches level k (``train.warm_start_levels``)."""
-        if not 1 <= k <= self.levels:
-            raise ValueError(f"grow: level {k} has no coarser level to copy (levels 1..{self.levels})")
-        self.heads[k].load_state_dict(self.heads[k - 1].state_dict())
-
     # ------------------------------------------------------------------ reconstruction
 
     def reconstruct(

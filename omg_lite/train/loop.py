@@ -15,8 +15,7 @@ fractions of the run at which k goes up: (1/3, 2/3) trains k = 0 for the first t
 second, 2 for the last. "The same weights serve different speeds", so once k > 0 a share
 ``train.coarser_share`` of the steps trains a coarser level drawn from 0..k-1 (:func:`step_lod`):
 trained only in its own phase, a level's Gaussian head falls out of step with the shared layers
-that keep learning afterwards, and its renders drift in colour. With ``train.warm_start_levels``
-Head_k starts as a copy of Head_{k-1} at the step where k is first reached (``OMGModel.grow``).
+that keep learning afterwards, and its renders drift in colour.
 
 Exact resume: the pairs of step s depend on (seed, s) only (see :mod:`.data`); a checkpoint stores
 the weights, Adam's state and the torch / numpy / python RNG states, so ``--resume`` reproduces the
@@ -158,8 +157,6 @@ class Trainer:
             model = OMGModel(cfg.model, head)
         if head is not None:
             frozen.append(head)
-        if t.warm_start_levels and not hasattr(model, "grow"):
-            raise ValueError(f"train.warm_start_levels needs a model with grow(k) (OMGModel has it); {type(model).__name__} has none")
         self.net = Net(self.encoder, model).to(self.dist.device)
         self.frozen = frozen
         self.params = [p for p in self.net.parameters() if p.requires_grad]
@@ -208,8 +205,6 @@ class Trainer:
             raise ValueError(f"train.coarser_share={t.coarser_share} is a share of the steps: choose a value in [0, 1]")
         if t.image_size < MIN_SIZE:
             raise ValueError(f"train.image_size={t.image_size} is too small: the loss needs at least {MIN_SIZE} pixels (LPIPS, SSIM)")
-        if t.warm_start_levels and not self.cfg.model.levels:
-            raise ValueError("train.warm_start_levels needs model.levels >= 1: there is no finer level to start")
 
     def _dataset(self) -> PairDataset:
         t = self.cfg.train
@@ -275,9 +270,6 @@ class Trainer:
         t, dev = self.cfg.train, self.dist.device
         batch = batch.to(dev)
         lod = self.lod(self.step)
-        if t.warm_start_levels and self.step:
-            for k in range(lod_at(self.step - 1, self.steps, t.lod_schedule) + 1, lod_at(self.step, self.steps, t.lod_schedule) + 1):
-                self.net.model.grow(k)
         feats = self._features(batch.source_rgb)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=t.amp and dev.type == "cuda"):
             out = self.ddp_net(feats, batch, lod)
