@@ -48,6 +48,7 @@ from torch import Tensor
 from omg_lite.avatar import Avatar, AvatarModel, resize_camera, retarget, to_uint8, track_config
 from omg_lite.geometry.camera import Camera
 from omg_lite.head.params import HeadParams, load_clip
+from omg_lite.train.data import clip_folders
 
 METHODS = {"source": "source image (unchanged)", "coarse": "coarse render I_c (no refiner)", "full": "full model I_r"}
 CSIM_NOTE = ("CSIM needs a face-identity model (the peers use ArcFace); none ships offline with this environment, "
@@ -106,21 +107,6 @@ class EvalClip:
 
     def __len__(self) -> int:
         return self.rgb.shape[0]
-
-
-def clip_folders(root: Path) -> list[Path]:
-    """The clips under ``root`` (a synth set's meta.json order, else CLIP/params.npz by name, or root itself)."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"evaluation data folder {root} does not exist (make one with `omg-lite synth --out {root}`)")
-    meta = root / "meta.json"
-    if meta.is_file():
-        return [root / c for c in json.loads(meta.read_text())["clips"]]
-    if (root / "params.npz").is_file():
-        return [root]
-    folders = sorted(p.parent for p in root.glob("*/params.npz"))
-    if not folders:
-        raise FileNotFoundError(f"no clips in {root}: expected CLIP/params.npz with CLIP/rgb/ and CLIP/mask/ beside it")
-    return folders
 
 
 def _png(path: Path, size: int, mode: str) -> Tensor:  # -> [C, size, size] float in [0, 1]
@@ -267,7 +253,7 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
     """
     from tqdm.auto import tqdm
 
-    folders = sorted(clip_folders(Path(data)), key=lambda p: p.name)
+    folders = sorted(clip_folders(Path(data), "evaluation data"), key=lambda p: p.name)
     if split == "heldout":
         n = net.cfg.train.heldout if heldout is None else heldout
         if n < 1:

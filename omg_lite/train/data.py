@@ -80,9 +80,11 @@ class PairBatch:
         )
 
 
-def _clip_folders(root: Path) -> list[Path]:
+def clip_folders(root: Path, role: str = "data") -> list[Path]:
+    """The clips under ``root``: a synth set's meta.json order, else CLIP/params.npz by name, or
+    ``root`` itself when it is one clip. ``role`` names the folder in errors ("training data")."""
     if not root.is_dir():
-        raise FileNotFoundError(f"training data folder {root} does not exist (make one with `omg-lite synth --out {root}`)")
+        raise FileNotFoundError(f"{role} folder {root} does not exist (make one with `omg-lite synth --out {root}`)")
     meta = root / "meta.json"
     if meta.is_file():
         try:
@@ -147,7 +149,7 @@ class PairDataset(torch.utils.data.Dataset):
         if size < 8:
             raise ValueError(f"training image size must be at least 8 pixels, got {size}")
         self.root, self.size, self.seed, self.epoch = Path(root), size, seed, 0
-        folders = sorted(_clip_folders(self.root), key=lambda p: p.name)
+        folders = sorted(clip_folders(self.root, "training data"), key=lambda p: p.name)
         if not 0 <= heldout < len(folders):
             raise ValueError(f"train.heldout={heldout} but {self.root} has {len(folders)} clip(s): at least one must stay for training")
         keep = {"train": folders[: len(folders) - heldout], "heldout": folders[len(folders) - heldout :], "all": folders}[split]
