@@ -20,29 +20,12 @@ from safetensors.torch import load_file
 
 import omg_lite.model.omg as omg_module
 from omg_lite.avatar import Avatar, AvatarModel, Driver, load_driver, retarget, synthetic_path
-from omg_lite.config import preset
 from omg_lite.evaluate import clip_folders, read_clip
 from omg_lite.head.params import HeadParams, save_clip
 from omg_lite.model import OMGModel
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH = ROOT / "data_samples" / "synth_128"
-
-
-def smoke_run(folder: Path) -> Path:
-    """A smoke-preset run folder with one checkpoint, written by the Trainer (untrained weights, step 0)."""
-    from omg_lite.train import Trainer
-
-    cfg = preset("smoke")
-    cfg.train.data, cfg.encoder.weights, cfg.train.w_lpips = str(SYNTH), "random", 0.0  # no LPIPS trunk to build
-    trainer = Trainer(cfg, folder, preset_name="smoke", progress=False)
-    trainer.save()
-    return folder
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    return smoke_run(tmp_path_factory.mktemp("avatar") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -19,22 +19,7 @@ from PIL import Image
 import omg_lite.demo as demo_module
 from omg_lite.avatar import AvatarModel, save_synthetic_driver
 from omg_lite.cli import main
-from omg_lite.config import preset
 from omg_lite.demo import SAMPLE_DRIVER, SAMPLE_PORTRAIT, run_demo
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A smoke-preset run folder with one checkpoint, written by the Trainer (untrained weights, step 0)."""
-    from omg_lite.train import Trainer
-
-    cfg = preset("smoke")
-    cfg.train.data, cfg.encoder.weights, cfg.train.w_lpips = str(ROOT / "data_samples" / "synth_128"), "random", 0.0
-    folder = tmp_path_factory.mktemp("demo") / "run"
-    Trainer(cfg, folder, preset_name="smoke", progress=False).save()
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -19,23 +19,10 @@ from skimage.metrics import structural_similarity as sk_ssim
 
 from omg_lite.avatar import AvatarModel
 from omg_lite.cli import main
-from omg_lite.config import preset
 from omg_lite.evaluate import CSIM_NOTE, Lpips, MotionMetrics, akd, clip_folders, evaluate, psnr, read_clip, ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH = ROOT / "data_samples" / "synth_256"
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A smoke-preset run folder with one checkpoint, written by the Trainer (untrained weights, step 0)."""
-    from omg_lite.train import Trainer
-
-    cfg = preset("smoke")
-    cfg.train.data, cfg.encoder.weights, cfg.train.w_lpips = str(ROOT / "data_samples" / "synth_128"), "random", 0.0
-    folder = tmp_path_factory.mktemp("eval") / "run"
-    Trainer(cfg, folder, preset_name="smoke", progress=False).save()
-    return folder
 
 
 def test_psnr_of_a_known_error():
