@@ -17,6 +17,8 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from omg_lite.viz import finish
+
 
 def pca_rgb(feature_map: Tensor) -> np.ndarray:  # [C, h, w] -> [h, w, 3] in [0, 1]
     """The first three principal components of the channels, as colours."""
@@ -49,12 +51,7 @@ def features_figure(image: Tensor, tokens: Tensor, local: Tensor, grid: int, tit
     ax[1].set_title(f"patch tokens F_tok ({grid}x{grid}, PCA)")
     ax[2].imshow(pca_rgb(local), interpolation="nearest")
     ax[2].set_title(f"local map F_local ({local.shape[-2]}x{local.shape[-1]}, PCA)")
-    for a in ax:
-        a.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax, title)
 
 
 def local_global_figure(image: Tensor, tokens: Tensor, identity: Tensor, local: Tensor, grid: int, query: tuple[float, float]) -> Figure:
@@ -79,10 +76,7 @@ def local_global_figure(image: Tensor, tokens: Tensor, identity: Tensor, local: 
     im = ax[2].imshow(sim_id.detach().numpy(), extent=(0, W, H, 0), cmap="viridis", interpolation="nearest")
     ax[2].set_title("global: cos(F_tok, F_id)")
     fig.colorbar(im, ax=ax[2], fraction=0.046)
-    for a in ax:
-        a.axis("off")
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax)
 
 
 def feature_budget_figure(sizes: list[int], vertex_counts: dict[str, int]) -> Figure:

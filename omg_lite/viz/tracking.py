@@ -18,6 +18,7 @@ from torch import Tensor
 
 from omg_lite.geometry.camera import Camera
 from omg_lite.geometry.zbuffer import rasterize
+from omg_lite.viz import finish
 
 
 def landmarks_figure(image: np.ndarray, points: np.ndarray, ibug68: np.ndarray, title: str = "") -> Figure:
@@ -36,10 +37,7 @@ def landmarks_figure(image: np.ndarray, points: np.ndarray, ibug68: np.ndarray, 
     for a in ax:
         a.set_xlim(lo[0] - pad, hi[0] + pad)
         a.set_ylim(hi[1] + pad, lo[1] - pad)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, title=title)
 
 
 def loss_curve_figure(losses: list[float], stage_ends: list[int]) -> Figure:
@@ -90,12 +88,7 @@ def fit_overlay_figure(image: np.ndarray, overlay: np.ndarray, detected: np.ndar
     ax[0].set_title("landmarks: detected vs fitted")
     ax[1].imshow(overlay, extent=(0, W, H, 0))
     ax[1].set_title("fitted mesh (z-buffer, shaded) over the photo")
-    for a in ax:
-        a.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax, title)
 
 
 def head_sliders(head, height: int = 480):

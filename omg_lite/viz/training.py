@@ -18,6 +18,7 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from omg_lite.viz import finish
 from omg_lite.viz.splat import to_rgb
 
 # (key in OMGLoss's terms, row label, index of its weight lambda in (lambda1..lambda4))
@@ -163,12 +164,7 @@ def refiner_figure(
     im = axes[3].imshow(diff, cmap="magma")
     axes[3].set_title(f"|I_r - I_c| (max {diff.max():.3g})")
     fig.colorbar(im, ax=axes[3], fraction=0.046, pad=0.04)
-    for ax in axes:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return finish(fig, axes, title)
 
 
 def _flat(node, prefix: str = "") -> dict:
