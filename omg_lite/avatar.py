@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from omg_lite.config import Config
+from omg_lite.config import Config, strip_paths
 from omg_lite.config import preset as named_preset
 from omg_lite.features.encoder import DinoEncoder, EncoderOutput
 from omg_lite.geometry.camera import Camera
@@ -154,8 +154,12 @@ class AvatarModel:
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, preset: str | None = None, device: str | torch.device = "auto",
-             encoder_weights: str | None = None) -> "AvatarModel":
-        """Load a run folder or weights file (default ``data_samples/lite``); ``preset`` insists on one."""
+             encoder_weights: str | None = None, flame_path: str | Path | None = None) -> "AvatarModel":
+        """Load a run folder or weights file (default ``data_samples/lite``); ``preset`` insists on one.
+
+        The checkpoint's config never names files (:func:`omg_lite.config.strip_paths`): a model
+        trained on FLAME needs its FLAME file again as ``flame_path``.
+        """
         from omg_lite.train.checkpoint import check_fits, load_weights
         from omg_lite.train.loop import Net, config_from_dict, trainable_state
 
@@ -167,6 +171,13 @@ class AvatarModel:
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"checkpoint {path} carries no readable config in its metadata ({e})") from None
         name = str(record.get("preset", ""))
+        trained_flame = strip_paths(cfg).get("head.flame_path")
+        if trained_flame is not None and flame_path is None:
+            raise ValueError(f"checkpoint {path} was trained on the FLAME head {Path(str(trained_flame)).name!r}; a checkpoint never "
+                             "chooses which files are opened: pass that FLAME file with --flame-path PATH")
+        if trained_flame is None and flame_path is not None:
+            raise ValueError(f"checkpoint {path} was trained on the offline stand-in head, not FLAME: drop --flame-path")
+        cfg.head.flame_path = None if flame_path is None else str(flame_path)
         if preset is not None and name != preset:
             raise ValueError(f"checkpoint {path} was trained with the {name or 'unnamed'!r} preset, not {preset!r}: "
                              f"pass a {preset} checkpoint (`omg-lite train --preset {preset} --out RUN`) or drop --preset")

@@ -136,6 +136,7 @@ def demo(
     max_frames: int = 250,
     overwrite: bool = False,
     encoder_weights: str | None = None,
+    flame_path: Path | None = None,
 ) -> None:
     """One photo in, an animated avatar out: reconstruct once, animate at LOD 0, 1 and 2 side by side.
 
@@ -151,12 +152,13 @@ def demo(
         max_frames: Refuse longer drivers (frames are never dropped silently).
         overwrite: Replace an earlier demo output at --out.
         encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
+        flame_path: The FLAME pickle the checkpoint was trained on, when it was trained on FLAME.
     """
     from omg_lite.avatar import AvatarModel
     from omg_lite.demo import SAMPLE_DRIVER, SAMPLE_PORTRAIT, check_out, run_demo
 
     check_out(out, overwrite)  # before loading anything
-    net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights)
+    net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
     r = run_demo(image or SAMPLE_PORTRAIT, driver or SAMPLE_DRIVER, out, size=size, max_frames=max_frames, overwrite=overwrite, net=net)
     fps = ", ".join(f"LOD {x['lod']} {x['fps']:.1f} fps ({x['total']:,} Gaussians)" for x in r["lods"])
     print(f"wrote {out}: {r['video']}, {len(r['ply'])} .ply, report.md; reconstruction {r['reconstruction_s_model']:.2f} s ({r['reconstruction_s_warm']:.2f} s warm); {fps}")
@@ -177,6 +179,7 @@ def reenact(
     size: int | None = None,
     max_frames: int = 1000,
     encoder_weights: str | None = None,
+    flame_path: Path | None = None,
 ) -> None:
     """Drive the avatar of one photo with a video or a params.npz and write the result as a video (for scripts).
 
@@ -190,11 +193,12 @@ def reenact(
         size: Side of the rendered frames; default: the model's training size.
         max_frames: Refuse longer drivers (frames are never dropped silently).
         encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
+        flame_path: The FLAME pickle the checkpoint was trained on, when it was trained on FLAME.
     """
     from omg_lite.avatar import AvatarModel
     from omg_lite.demo import reenact as run_reenact
 
-    net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights)
+    net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
     path = run_reenact(checkpoint, source, driver, out, lod, preset, size, max_frames, net=net)
     print(f"wrote {path}")
 
@@ -214,6 +218,7 @@ def run_eval(
     preset: str | None = None,
     json: bool = False,
     encoder_weights: str | None = None,
+    flame_path: Path | None = None,
 ) -> None:
     """Self- and cross-reenactment metrics (PSNR, SSIM, LPIPS, AKD, AED, APD; CSIM where available) with baselines.
 
@@ -229,11 +234,12 @@ def run_eval(
         preset: Refuse a checkpoint trained with another preset.
         json: Print JSON instead of a markdown table.
         encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
+        flame_path: The FLAME pickle the checkpoint was trained on, when it was trained on FLAME.
     """
     from omg_lite.avatar import AvatarModel
     from omg_lite.evaluate import evaluate
 
-    net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights)
+    net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
     r = evaluate(net, data, None if lod is None else [lod], split, heldout, max_frames, cross, motion, progress=not json)
     print(r.to_json() if json else r.markdown())
 

@@ -281,3 +281,22 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             else:
                 node = getattr(node, part)
     return cfg
+
+
+# Settings that name a file or folder. They come from the user (command line, API) or the default,
+# never from a data file (checkpoint metadata, meta.json, track.json): a file must not choose
+# which other files omg_lite opens (see omg_lite.safe_load).
+PATH_KEYS = ("head.flame_path", "encoder.weights", "train.data", "train.feature_cache")
+ENCODER_WEIGHT_WORDS = ("auto", "hub", "random")
+
+
+def strip_paths(cfg: Config) -> dict[str, str]:
+    """Reset every :data:`PATH_KEYS` setting of ``cfg`` (in place) to its default -> {key: removed value}."""
+    removed, fresh = {}, Config()
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value, default = getattr(getattr(cfg, section), name), getattr(getattr(fresh, section), name)
+        if value != default and not (key == "encoder.weights" and value in ENCODER_WEIGHT_WORDS):
+            removed[key] = value
+            setattr(getattr(cfg, section), name, default)
+    return removed

@@ -14,11 +14,11 @@ weights         [5023, 5]     skinning weights W
 kintree_table   [2, 5]        row 0: parent of each joint (root: any invalid id)
 ==============  ============  ==================================================
 
-Those pickles were written with Python 2 and may hold chumpy arrays. They are read here without
-chumpy: the unpickler maps every ``chumpy`` class to a small stand-in that keeps the pickled
-state, whose ``x`` entry is the array (chumpy's ``Ch.__getstate__`` pickles its ``__dict__``
-without caches). Only numpy, scipy.sparse and chumpy classes may be loaded: anything else is
-refused. Landmarks come from a separate file: DECA's ``landmark_embedding.npy`` (68 points,
+Those pickles were written with Python 2 and may hold chumpy arrays. They are read without chumpy
+and without running any code from the file, through :mod:`omg_lite.safe_load` (an exact
+allow-list of numpy / scipy.sparse globals; every ``chumpy`` class becomes the inert
+:class:`~omg_lite.safe_load.ChumpyArray`, whose pickled state's ``x`` is the array); anything else
+is refused. Landmarks come from a separate file: DECA's ``landmark_embedding.npy`` (68 points,
 ``full_lmk_faces_idx`` / ``full_lmk_bary_coords``) or FLAME's ``flame_static_embedding.pkl``
 (51 points, iBUG 17-67, ``lmk_face_idx`` / ``lmk_b_coords``).
 """
@@ -26,67 +26,16 @@ refused. Landmarks come from a separate file: DECA's ``landmark_embedding.npy`` 
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from omg_lite.head.regions import regions_from_geometry, to_standin_frame
+from omg_lite.safe_load import ChumpyArray, read_npy, read_pickle
 
 FLAME_KEYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table")
 N_EXPRESSION_IN_FILE = 100
-ALLOWED_MODULES = ("numpy", "scipy.sparse", "chumpy", "copy_reg", "copyreg", "_codecs")
-ALLOWED_BUILTINS = {"set", "frozenset", "list", "dict", "tuple", "object", "slice", "complex", "bytearray"}
-
-
-class ChumpyArray:
-    """Stands in for any pickled chumpy object: keeps its state; ``array()`` is the value."""
-
-    def __setstate__(self, state) -> None:
-        self.state = state
-
-    def array(self, key: str) -> np.ndarray:
-        state = getattr(self, "state", None)
-        if isinstance(state, dict) and "x" in state:
-            return np.asarray(state["x"])
-        raise ValueError(f"FLAME key {key!r} is a chumpy expression that is not a plain array; re-save the file with plain numpy arrays")
-
-
-class _FlameUnpickler(pickle.Unpickler):
-    """Resolves only numpy / scipy.sparse classes, and chumpy classes to :class:`ChumpyArray`."""
-
-    def find_class(self, module: str, name: str):
-        if module == "chumpy" or module.startswith("chumpy."):
-            return ChumpyArray
-        if (module in ("__builtin__", "builtins") and name in ALLOWED_BUILTINS) or (module == "collections" and name == "OrderedDict"):
-            return super().find_class(module, name)
-        if not any(module == m or module.startswith(m + ".") for m in ALLOWED_MODULES):
-            raise pickle.UnpicklingError(f"it references {module}.{name}, which a FLAME file never holds")
-        if module.startswith("scipy.sparse"):
-            import scipy.sparse
-
-            try:
-                return super().find_class(module, name)
-            except (ImportError, AttributeError):
-                return getattr(scipy.sparse, name)
-        if module.startswith("numpy.core"):
-            try:
-                return super().find_class("numpy._core" + module[len("numpy.core") :], name)
-            except (ImportError, AttributeError):
-                pass
-        return super().find_class(module, name)
-
-
-def read_pickle(path: str | os.PathLike, what: str) -> object:
-    """Unpickle a (possibly Python 2, possibly chumpy) FLAME-family file with one clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {what} at {path}: download it from the FLAME website (flame.is.tue.mpg.de) after registering")
-    try:
-        with open(path, "rb") as fh:
-            return _FlameUnpickler(fh, encoding="latin1").load()
-    except Exception as e:  # noqa: BLE001 - every unreadable file gets the same message
-        raise ValueError(f"{path} is not a readable {what} ({type(e).__name__}: {e})") from None
+FLAME_HINT = "download it from the FLAME website (flame.is.tue.mpg.de) after registering"
 
 
 def _plain(value: object, key: str) -> np.ndarray:
@@ -101,7 +50,7 @@ def _plain(value: object, key: str) -> np.ndarray:
 def load_flame(path: str | os.PathLike, n_shape: int, n_expr: int, landmark_path: str | os.PathLike | None = None) -> dict:
     """Read a FLAME pickle into the keyword arguments of :class:`omg_lite.head.model.HeadModel`."""
     path = Path(path)
-    data = read_pickle(path, "FLAME model file")
+    data = read_pickle(path, "FLAME model file", FLAME_HINT)
     if not isinstance(data, dict):
         raise ValueError(f"{path} holds a {type(data).__name__}, not FLAME's dict of arrays")
     missing = [k for k in FLAME_KEYS if k not in data]
@@ -154,11 +103,8 @@ def load_landmark_embedding(path: str | os.PathLike, num_faces: int) -> tuple[np
     if not path.is_file():
         raise FileNotFoundError(f"no landmark embedding at {path}: provide landmark_embedding.npy (DECA) or flame_static_embedding.pkl (FLAME)")
     if path.suffix == ".npy":
-        try:
-            d = np.load(path, allow_pickle=True, encoding="latin1")
-            d = d.item() if d.dtype == object and d.shape == () else d
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{path} is not a readable landmark embedding ({type(e).__name__}: {e})") from None
+        d = read_npy(path, "landmark embedding")
+        d = d.item() if d.dtype == object and d.shape == () else d
     else:
         d = read_pickle(path, "landmark embedding")
     if not isinstance(d, dict):

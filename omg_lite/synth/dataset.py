@@ -32,6 +32,7 @@ from omg_lite.geometry.camera import Camera
 from omg_lite.head import load_head_model
 from omg_lite.head.params import HeadParams, load_clip, save_clip
 from omg_lite.io import output_folder
+from omg_lite.safe_load import folder_names
 from omg_lite.synth.appearance import head_albedo, sample_appearance
 from omg_lite.synth.scene import render, sample_background, sample_light
 from omg_lite.synth.torso import N_AROUND, N_RINGS, sample_torso, torso_albedo, torso_mesh
@@ -215,7 +216,13 @@ def _read_meta(root: Path) -> dict:
     meta_path = root / "meta.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"no meta.json in {root}: not a set written by omg-lite synth (make one with `omg-lite synth --out {root}`)")
-    return json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+        folder_names(meta["clips"], meta_path)
+        int(meta["frames"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{meta_path} is not an omg-lite synth meta.json ({e}); fix or remove it") from None
+    return meta
 
 
 def _read_png(path: Path) -> np.ndarray:

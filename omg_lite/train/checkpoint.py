@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from omg_lite.io import atomic_file
+from omg_lite.safe_load import load_torch
 
 FORMAT = "omg_lite.train"
 VERSION = "1"
@@ -111,12 +112,12 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
 
 
 def load_state(path: str | os.PathLike) -> dict:
-    """Read a ``.state.pt`` with ``torch.load(weights_only=True)`` (tensors, numbers, strings only)."""
+    """Read a ``.state.pt`` with :func:`omg_lite.safe_load.load_torch` (tensors, numbers, strings only)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint state at {path} (each step_XXXXXX.safetensors has a step_XXXXXX.state.pt beside it)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"checkpoint state {path} is corrupt, truncated or not an omg_lite state file ({first})") from None

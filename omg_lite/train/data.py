@@ -42,6 +42,7 @@ from torch import Tensor
 
 from omg_lite.geometry.camera import Camera
 from omg_lite.head.params import HeadParams, load_clip
+from omg_lite.safe_load import folder_names
 
 SPLITS = ("train", "heldout", "all")
 
@@ -91,7 +92,7 @@ def clip_folders(root: Path, role: str = "data") -> list[Path]:
             names = json.loads(meta.read_text())["clips"]
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{meta} is not an omg-lite synth meta.json (no list of clips); fix or remove it") from None
-        return [root / n for n in names]
+        return [root / n for n in folder_names(names, meta)]
     if (root / "params.npz").is_file():
         return [root]
     clips = sorted(p.parent for p in root.glob("*/params.npz"))
