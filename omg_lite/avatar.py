@@ -163,6 +163,8 @@ class AvatarModel:
         from omg_lite.train.checkpoint import check_fits, load_weights
         from omg_lite.train.loop import Net, config_from_dict, trainable_state
 
+        if preset is not None:
+            named_preset(preset)  # an unknown name is refused as such, before any file is read
         path = resolve_checkpoint(checkpoint)
         tensors, meta = load_weights(path)
         try:

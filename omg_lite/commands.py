@@ -102,8 +102,10 @@ def train(
     """
     from omg_lite.config import apply_overrides
     from omg_lite.config import preset as named_preset
+    from omg_lite.io import check_writable
     from omg_lite.train import Trainer, ddp, run_config
 
+    check_writable(out / "config.json")  # before any work
     if resume:
         name, cfg = run_config(out)
         if preset is not None and preset != name:
@@ -178,6 +180,7 @@ def reenact(
     preset: str | None = None,
     size: int | None = None,
     max_frames: int = 1000,
+    overwrite: bool = False,
     encoder_weights: str | None = None,
     flame_path: Path | None = None,
 ) -> None:
@@ -186,20 +189,23 @@ def reenact(
     Args:
         source: The source photo.
         driver: A video, an image, a params.npz or a folder holding one (omg-lite track output).
-        out: The video to write, .mp4 or .gif (written atomically).
+        out: The video to write, .mp4 or .gif (written atomically; refused if it exists, unless --overwrite).
         checkpoint: A training run folder or a step_XXXXXX.safetensors file; default: data_samples/lite.
         lod: Level of detail 0..K; default: the finest.
         preset: Refuse a checkpoint trained with another preset.
         size: Side of the rendered frames; default: the model's training size.
         max_frames: Refuse longer drivers (frames are never dropped silently).
+        overwrite: Replace an existing file at --out.
         encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
         flame_path: The FLAME pickle the checkpoint was trained on, when it was trained on FLAME.
     """
     from omg_lite.avatar import AvatarModel
+    from omg_lite.demo import check_video_out
     from omg_lite.demo import reenact as run_reenact
 
+    check_video_out(out, overwrite)  # before loading anything
     net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
-    path = run_reenact(checkpoint, source, driver, out, lod, preset, size, max_frames, net=net)
+    path = run_reenact(checkpoint, source, driver, out, lod, preset, size, max_frames, net=net, overwrite=overwrite)
     print(f"wrote {path}")
 
 
@@ -267,8 +273,10 @@ def tables(
         overrides: section.field=value changes to the preset for every variant, e.g. --set train.synth_identities=32.
         readme: Also write the tables between the marker lines '<!-- omg-lite tables: begin -->' and '<!-- omg-lite tables: end -->' of this file.
     """
+    from omg_lite.io import check_writable
     from omg_lite.tables import make_tables
 
+    check_writable(out / "tables.md")  # before any work
     t = make_tables(out, preset, steps, tuple(variants), tuple(overrides), readme=readme)
     print(t.markdown())
     print(f"wrote {out / 'tables.md'} and {out / 'tables.json'}" + (f", and the tables into {readme}" if readme else ""))

@@ -280,7 +280,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
                     raise ValueError(f"bad value for {key!r}: {e}") from None
             else:
                 node = getattr(node, part)
-    return cfg
+    return validate(cfg)
 
 
 # Settings that name a file or folder. They come from the user (command line, API) or the default,
@@ -300,3 +300,89 @@ def strip_paths(cfg: Config) -> dict[str, str]:
             removed[key] = value
             setattr(getattr(cfg, section), name, default)
     return removed
+
+
+@dataclass(frozen=True)
+class Range:
+    """A closed or half-open interval of valid values (``None``: unbounded)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False  # lo itself is not valid
+
+    def __contains__(self, v: float) -> bool:
+        if v != v or v in (float("inf"), float("-inf")):
+            return False
+        return (self.lo is None or v > self.lo or (v == self.lo and not self.open_lo)) and (self.hi is None or v <= self.hi)
+
+    def __str__(self) -> str:
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{'(' if self.open_lo or self.lo is None else '['}{lo}, {hi}{')' if self.hi is None else ']'}"
+
+
+_POS, _NONNEG, _COUNT, _SHARE = Range(0, None, True), Range(0), Range(1), Range(0, 1)
+# The valid range of every numeric setting, checked by validate() wherever settings are parsed.
+RANGES: dict[str, Range] = {
+    "head.n_shape": Range(0, 300), "head.n_expr": Range(0, 100),
+    "camera.fov_deg": Range(0, 179, True), "camera.distance": Range(0, 100, True),
+    "encoder.image_size": Range(14, 1036), "encoder.local_size": Range(1, 1024), "encoder.local_dim": Range(1, 4096),
+    "encoder.n_layers": Range(1, 48),
+    "synth.max_yaw_deg": Range(0, 90), "synth.max_pitch_deg": Range(0, 90), "synth.max_roll_deg": Range(0, 90),
+    "synth.max_jaw_rad": Range(0, 1), "synth.max_gaze_deg": Range(0, 45), "synth.head_height": Range(-0.5, 0.5),
+    "synth.shape_std": Range(0, 5), "synth.expression_std": Range(0, 5), "synth.supersample": Range(1, 8),
+    "synth.batch_frames": Range(1, 1024),
+    "train.synth_identities": _COUNT, "train.synth_frames": Range(2), "train.synth_seed": _NONNEG, "train.heldout": _NONNEG,
+    "train.image_size": Range(16, 4096), "train.batch_size": _COUNT, "train.steps": _NONNEG, "train.epochs": _NONNEG,
+    "train.lr": Range(0, 1, True), "train.w_l2": _NONNEG, "train.w_ssim": _NONNEG, "train.w_lpips": _NONNEG,
+    "train.w_offset": _NONNEG, "train.lod_schedule": _SHARE, "train.coarser_share": _SHARE, "train.seed": _NONNEG,
+    "train.num_workers": Range(0, 256), "train.log_every": _COUNT, "train.image_every": _COUNT, "train.ckpt_every": _COUNT,
+    "train.keep": _NONNEG,
+    "model.token_dim": _COUNT, "model.local_dim": _COUNT, "model.dim": _COUNT, "model.layers": _COUNT, "model.heads": _COUNT,
+    "model.mlp_ratio": _COUNT, "model.levels": Range(0, 3), "model.channels": Range(3, 256), "model.head_hidden": _COUNT,
+    "model.max_offset": Range(0, 1), "model.shoulder_offset": Range(0, 1), "model.refiner_width": _COUNT,
+    "model.refiner_depth": Range(0, 6), "model.background": _SHARE, "model.visibility_tol": _SHARE,
+    "track.size": Range(32, 4096), "track.crop_ratio": Range(0, 20, True), "track.crop_shift": Range(-5, 5),
+    "track.noise": Range(0, 1, True), "track.contour_weight": _NONNEG, "track.dense_weight": _NONNEG, "track.smooth": _NONNEG,
+    "track.rigid_iters": _NONNEG, "track.full_iters": _NONNEG, "track.max_frames": _NONNEG,
+}  # fmt: skip
+CHOICES: dict[str, tuple[str, ...]] = {"encoder.head": ("dpt", "bilinear"), "train.lpips_net": ("alex", "vgg", "squeeze")}
+
+
+def _fields(cfg: Config):
+    for section in dataclasses.fields(cfg):
+        node = getattr(cfg, section.name)
+        for f in dataclasses.fields(node):
+            yield f"{section.name}.{f.name}", getattr(node, f.name)
+
+
+def validate(cfg: Config) -> Config:
+    """Refuse a setting of the wrong type, outside its range, or one that makes the run meaningless, naming the key."""
+    defaults = dict(_fields(Config()))
+    for key, value in _fields(cfg):
+        like = defaults[key]
+        ok_type = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+                   float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), str: lambda v: isinstance(v, str),
+                   type(None): lambda v: v is None or isinstance(v, str),
+                   tuple: lambda v: isinstance(v, tuple) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)}  # fmt: skip
+        if not ok_type[type(like)](value):
+            raise ValueError(f"setting {key} must be {type(like).__name__ if like is not None else 'a path or none'}, got {value!r}")
+        rng = RANGES.get(key)
+        for v in value if isinstance(value, tuple) else [value]:
+            if rng is not None and v not in rng:
+                raise ValueError(f"setting {key}={v!r} is outside its valid range {rng}: choose a value in it (--set {key}=...)")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ValueError(f"setting {key}={value!r}: choose one of {', '.join(CHOICES[key])}")
+    t = cfg.train
+    if t.steps == 0 and t.epochs == 0:
+        raise ValueError("train.steps=0 and train.epochs=0: the run would train nothing; set train.steps (or train.epochs) above 0")
+    if not t.data and t.heldout >= t.synth_identities:
+        raise ValueError(f"train.heldout={t.heldout} holds out all of the train.synth_identities={t.synth_identities} identities: "
+                         "at least one must stay for training")  # fmt: skip
+    if list(t.lod_schedule) != sorted(t.lod_schedule):
+        raise ValueError(f"train.lod_schedule={t.lod_schedule} must be increasing (the fractions of the run where the level goes up)")
+    if cfg.model.dim % cfg.model.heads:
+        raise ValueError(f"model.dim={cfg.model.dim} must be divisible by model.heads={cfg.model.heads}")
+    if cfg.encoder.image_size % 14:
+        raise ValueError(f"encoder.image_size={cfg.encoder.image_size} must be a multiple of 14 (the ViT's patch size: 224, 518, ...)")
+    return cfg

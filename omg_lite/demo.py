@@ -36,7 +36,7 @@ import torch
 
 from omg_lite.avatar import DATA_SAMPLES, MAX_FRAMES, Avatar, AvatarModel, load_driver, to_uint8
 from omg_lite.bench import sync
-from omg_lite.io import check_output_folder, output_folder
+from omg_lite.io import check_output_file, check_output_folder, output_folder
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +47,25 @@ DEMO_MAX_FRAMES = 250  # 10 s at 25 fps keeps the demo within its two minutes
 MARKER = "report.json"  # what makes a folder an omg-lite demo output (see omg_lite.io.output_folder)
 
 
-def write_frames(path: str | Path, frames: np.ndarray, fps: float) -> Path:  # frames [M, H, W, 3] uint8
-    """Write a video atomically: .mp4 with H.264 (PyAV), falling back to .gif (imageio) when that fails."""
-    from omg_lite.tracking.video import write_video
+def write_frames(path: str | Path, frames: np.ndarray, fps: float, gif_fallback: bool = False) -> Path:  # frames [M, H, W, 3] uint8
+    """Write a video atomically: .mp4 with H.264 (PyAV) or .gif (imageio).
+
+    Without an H.264 encoder in this PyAV build an .mp4 becomes a .gif when ``gif_fallback`` (the
+    demo, which names its own file; said in the log) and is an error otherwise (the user named the
+    file). Any other failure, a full disk or an unwritable folder, is raised as it is.
+    """
+    from omg_lite.tracking.video import h264_available, write_video
 
     path = Path(path)
     if path.suffix.lower() not in (".mp4", ".gif"):
         raise ValueError(f"{path.name}: the output video must end in .mp4 or .gif")
     if path.suffix.lower() == ".mp4":
-        try:
+        if h264_available():
             return write_video(path, frames, fps=fps)
-        except Exception as e:  # noqa: BLE001 - any encoder failure (no libx264, odd size) falls back to GIF
-            log.warning("H.264 encoding failed (%s); writing a GIF instead", e)
-            path = path.with_suffix(".gif")
+        if not gif_fallback:
+            raise ValueError(f"{path.name}: this PyAV build has no H.264 encoder (libx264); write a .gif instead (--out NAME.gif)")
+        log.warning("this PyAV build has no H.264 encoder (libx264): writing %s as a GIF", path.with_suffix(".gif").name)
+        path = path.with_suffix(".gif")
     import imageio.v3 as iio
 
     from omg_lite.io import atomic_file
@@ -145,7 +151,7 @@ def run_demo(image: str | Path | None = None, driver: str | Path | None = None, 
     video = np.stack([np.concatenate([captioned(p[m], c) for p, c in zip(panels, captions)], 1) for m in range(len(d))])
 
     with output_folder(out, overwrite, MARKER, "an omg-lite demo output") as tmp:
-        video_path = write_frames(tmp / "avatar.mp4", video, d.fps)
+        video_path = write_frames(tmp / "avatar.mp4", video, d.fps, gif_fallback=True)
         from PIL import Image
 
         Image.fromarray(to_uint8(avatar.source.image)[0]).save(tmp / "source.png")
@@ -214,13 +220,19 @@ def report_markdown(r: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def check_video_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out video that is not .mp4 / .gif, exists without --overwrite, or cannot be written."""
+    if Path(out).suffix.lower() not in (".mp4", ".gif"):
+        raise ValueError(f"--out {Path(out).name}: the output video must end in .mp4 or .gif")
+    check_output_file(out, overwrite)
+
+
 def reenact(checkpoint: str | Path | None, source: str | Path, driver: str | Path, out: str | Path, lod: int | None = None,
             preset: str | None = None, size: int | None = None, max_frames: int = MAX_FRAMES, net: AvatarModel | None = None,
-            progress: bool = True) -> Path:
+            progress: bool = True, overwrite: bool = False) -> Path:
     """Reconstruct ``source``, drive it with ``driver`` at one level, write the video ``out`` (.mp4 or .gif)."""
     out = Path(out)
-    if out.suffix.lower() not in (".mp4", ".gif"):
-        raise ValueError(f"--out {out.name}: the output video must end in .mp4 or .gif")
+    check_video_out(out, overwrite)
     net = net or AvatarModel.load(checkpoint, preset)
     lod = net.model.levels if lod is None else lod
     if not 0 <= lod <= net.model.levels:

@@ -232,7 +232,7 @@ def test_a_bad_setting_is_refused_before_the_synthetic_set_is_rendered(tmp_path,
     from omg_lite.cli import main
 
     assert main(["train", "--out", str(tmp_path / "run"), "--set", "train.coarser_share=1.5"]) == 2
-    assert "train.coarser_share=1.5 is a share of the steps" in capsys.readouterr().err
+    assert "train.coarser_share=1.5 is outside its valid range [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "run" / "data").exists()
 
 

@@ -12,6 +12,7 @@ import ast
 import json
 import os
 import pickle
+import re
 import subprocess
 from pathlib import Path
 
@@ -247,3 +248,278 @@ np.load(p)
 """
     lines = sorted(int(p.split(":")[1].split()[0]) for p in unsafe_loads(src, "x.py"))
     assert lines == [2, 3, 4, 5, 6, 7]
+
+
+# ------------------------------------------------------------ one line, exit 2, before any work
+
+SAMPLE = ROOT / "data_samples" / "synth_128" / "id000" / "rgb" / "0000.png"
+DRIVER = ROOT / "data_samples" / "driver"
+
+
+def _cli(capfd, *args: str) -> tuple[int, list[str]]:
+    """Run the CLI in this process; -> (exit status, the non-empty lines it wrote to stdout and stderr, C++ logs included)."""
+    from omg_lite.cli import main
+
+    capfd.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capfd.readouterr()
+    lines = [ln.split("\r")[-1] for ln in (out + err).split("\n")]
+    return rc, [ln for ln in lines if ln.strip() and not re.match(r"^[\w ]+: +\d+%\|", ln)]  # tqdm's progress bars aside
+
+
+def _no_work(monkeypatch) -> None:
+    """Make every command's expensive first step fail loudly, so a refusal must come before it."""
+    import omg_lite.avatar
+    import omg_lite.head
+    import omg_lite.synth.dataset
+    import omg_lite.train
+
+    def work(*a, **k):
+        raise AssertionError("the work started before the output place was checked")
+
+    monkeypatch.setattr(omg_lite.avatar.AvatarModel, "load", work)
+    monkeypatch.setattr(omg_lite.head, "load_head_model", work)
+    monkeypatch.setattr(omg_lite.synth.dataset, "load_head_model", work)
+    monkeypatch.setattr(omg_lite.train, "Trainer", work)
+
+
+def _commands_writing(out: Path) -> list[list]:
+    return [
+        ["synth", "--out", out, "--identities", 1, "--frames", 1, "--size", 32],
+        ["track", "--image", SAMPLE, "--out", out],
+        ["demo", "--out", out],
+        ["reenact", "--source", SAMPLE, "--driver", DRIVER, "--out", f"{out}.mp4"],
+        ["train", "--out", out],
+        ["tables", "--out", out, "--preset", "smoke"],
+    ]
+
+
+def _unwritable_places(tmp_path: Path) -> list[Path]:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    places = [afile / "sub"]  # a folder under a file
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if not os.access(locked, os.W_OK):  # not root: permissions apply
+        places.append(locked / "out")
+    if Path("/sys").is_dir():  # a read-only file system on Linux, for root too
+        places.append(Path("/sys/omg_lite_out"))
+    return places
+
+
+def test_an_unwritable_out_is_refused_in_one_line_before_any_work(tmp_path, capfd, monkeypatch):
+    _no_work(monkeypatch)
+    for place in _unwritable_places(tmp_path):
+        for args in _commands_writing(place):
+            rc, lines = _cli(capfd, *args)
+            assert rc == 2 and len(lines) == 1, (args, lines)
+            assert lines[0].startswith("omg-lite: error: cannot write") and "--out" in lines[0], lines
+
+
+def _tiny_synth(out: Path) -> list:
+    return ["synth", "--out", out, "--identities", 1, "--frames", 1, "--size", 32]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_behind(tmp_path, capfd, monkeypatch):
+    import errno
+
+    import omg_lite.synth.dataset
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(omg_lite.synth.dataset, "save_clip", full)
+    out = tmp_path / "set"
+    rc, lines = _cli(capfd, *_tiny_synth(out))
+    assert rc == 2 and lines == [f"omg-lite: error: cannot use {out}/id000/params.npz: No space left on device "
+                                 "(check the path, its permissions and the free disk space)"], lines
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_ctrl_c_is_one_line_exit_130_and_nothing_written(tmp_path, capfd, monkeypatch):
+    import omg_lite.synth.dataset
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(omg_lite.synth.dataset, "save_clip", interrupt)
+    out = tmp_path / "set"
+    rc, lines = _cli(capfd, *_tiny_synth(out))
+    assert rc == 130 and lines == [f"omg-lite: interrupted; nothing was written to {out}"], lines
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def _start_synth(out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [os.sys.executable, "-m", "omg_lite.cli", "synth", "--out", str(out), "--identities", "40", "--frames", "8", "--size", "64"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import time
+
+    t0 = time.time()
+    while not list(out.parent.glob(f".{out.name}.tmp-*")):  # the run has started writing
+        assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()
+        time.sleep(0.2)
+    return proc
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_sigkill_leftovers_are_removed_next_time(tmp_path, capfd, caplog):
+    import signal
+
+    out = tmp_path / "set"
+    proc = _start_synth(out)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    lines = [ln for ln in err.splitlines() if ln.strip() and "synth:" not in ln]  # tqdm's bar aside
+    assert proc.returncode == 128 + signal.SIGTERM and lines == [f"omg-lite: interrupted; nothing was written to {out}"], err
+    assert _leftovers(tmp_path) == [] and not out.exists()
+
+    proc = _start_synth(out)
+    proc.kill()  # SIGKILL: no code of ours runs, the temporary folder stays
+    proc.communicate(timeout=60)
+    stale = _leftovers(tmp_path)
+    assert len(stale) == 1 and stale[0].startswith(".set.tmp-")
+    rc, lines = _cli(capfd, *_tiny_synth(out))
+    assert rc == 0 and out.is_dir() and _leftovers(tmp_path) == []
+    assert f"removed 1 temporary file(s) of an earlier interrupted run beside {out}: {stale[0]}" in caplog.text
+
+
+def test_every_numeric_setting_has_a_range_and_each_bound_is_enforced():
+    import copy
+
+    from omg_lite.config import PRESETS, RANGES, Config, _fields, apply_overrides, validate
+
+    defaults = dict(_fields(Config()))
+    numeric = [k for k, v in defaults.items() if isinstance(v, (int, float, tuple)) and not isinstance(v, bool)]
+    assert sorted(numeric) == sorted(RANGES), "a numeric setting without a valid range in config.RANGES (or a stale entry)"
+    for cfg in PRESETS.values():
+        validate(copy.deepcopy(cfg))
+    for key, rng in RANGES.items():
+        is_int = isinstance(defaults[key], int)
+        step = 1 if is_int else 1e-6
+        outside = [rng.lo if rng.open_lo else rng.lo - step] if rng.lo is not None else []
+        outside += [rng.hi + step] if rng.hi is not None else []
+        outside += [] if is_int else [float("nan"), float("inf")]
+        for v in outside:
+            with pytest.raises(ValueError, match=rf"setting {re.escape(key)}=\S+ is outside its valid range"):
+                apply_overrides(Config(), [f"{key}={int(v) if is_int else repr(v)}"])
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("camera.fov_deg=0", "camera.fov_deg=0.0 is outside its valid range (0, 179]"),
+    ("camera.distance=nan", "camera.distance=nan is outside"),
+    ("track.size=0", "track.size=0 is outside"),
+    ("track.noise=0", "track.noise=0.0 is outside"),
+])  # fmt: skip
+def test_bad_track_settings_are_one_line(tmp_path, capfd, monkeypatch, setting, says):
+    _no_work(monkeypatch)
+    rc, lines = _cli(capfd, "track", "--image", SAMPLE, "--out", tmp_path / "t", "--set", setting)
+    assert rc == 2 and len(lines) == 1 and says in lines[0], lines
+
+
+@pytest.mark.parametrize("settings, says", [
+    (["train.steps=0"], "would train nothing"),
+    (["train.heldout=3"], "holds out all of the train.synth_identities=3"),
+    (["model.heads=3"], "must be divisible by model.heads=3"),
+    (["train.lod_schedule=0.8,0.2"], "must be increasing"),
+    (["encoder.head=cnn"], "choose one of dpt, bilinear"),
+])  # fmt: skip
+def test_meaningless_training_settings_are_refused(tmp_path, capfd, monkeypatch, settings, says):
+    _no_work(monkeypatch)
+    rc, lines = _cli(capfd, "train", "--out", tmp_path / "run", "--set", *settings)
+    assert rc == 2 and len(lines) == 1 and says in lines[0], lines
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_with_a_bad_setting_is_refused(tmp_path, run):
+    from omg_lite.avatar import AvatarModel
+
+    src = next((run / "checkpoints").glob("step_*.safetensors"))
+    bad = tmp_path / "step_000000.safetensors"
+    _resave_with_config(src, bad, lambda cfg: cfg["camera"].update(fov_deg=0.0))
+    with pytest.raises(ValueError, match=r"camera.fov_deg=0.0 is outside its valid range"):
+        AvatarModel.load(bad, device="cpu")
+    _resave_with_config(src, bad, lambda cfg: cfg["model"].update(dim="wide"))
+    with pytest.raises(ValueError, match=r"model.dim must be int, got 'wide'"):
+        AvatarModel.load(bad, device="cpu")
+
+
+def test_system_errors_become_one_line_naming_the_file():
+    import errno
+
+    from omg_lite.cli import error_message
+
+    e = OSError(errno.EACCES, os.strerror(errno.EACCES), "/x/y.png")
+    assert error_message(e) == f"cannot use /x/y.png: {os.strerror(errno.EACCES)} (check the path, its permissions and the free disk space)"
+    tmp = OSError(errno.ENOSPC, "full", f"/d/.out.tmp-{os.getpid()}-k2j_x9/id000/.params.npz.tmp-{os.getpid()}-ab_c1.npz")
+    assert error_message(tmp).startswith("cannot use /d/out/id000/params.npz: full")
+    assert error_message(FileNotFoundError("no image at a.png")) == "no image at a.png"
+    assert error_message(ValueError("two\nlines")) == "two; lines"
+
+
+def test_unknown_preset_is_named_as_such(capfd):
+    rc, lines = _cli(capfd, "demo", "--preset", "bogus")
+    assert rc == 2 and lines == ["omg-lite: error: unknown preset 'bogus'; choose one of ['lite', 'paper', 'smoke']"], lines
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_bench_render_gsplat_without_cuda_is_one_line(capfd):
+    rc, lines = _cli(capfd, "bench", "render", "--backend", "gsplat", "--gaussians", 10, "--size", 8, "--repeat", 1)
+    assert rc == 2 and len(lines) == 1 and "needs CUDA" in lines[0], lines
+
+
+# ------------------------------------------------------------------ one overwrite policy, no hidden write errors
+
+
+def test_every_writer_refuses_an_existing_output_without_overwrite(tmp_path, capfd, monkeypatch):
+    _no_work(monkeypatch)
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("a user's file")
+    video = tmp_path / "existing.mp4"
+    video.write_bytes(b"a user's video")
+    for args in _commands_writing(folder)[:4]:
+        if args[0] == "reenact":
+            args[-1] = video
+        rc, lines = _cli(capfd, *args)
+        assert rc == 2 and len(lines) == 1 and "--overwrite" in lines[0], (args, lines)
+    assert (folder / "mine.txt").read_text() == "a user's file" and video.read_bytes() == b"a user's video"
+
+
+def test_video_write_errors_are_not_hidden_by_the_gif_fallback(tmp_path, monkeypatch):
+    import errno
+
+    import omg_lite.tracking.video as video
+    from omg_lite.demo import write_frames
+
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(video, "write_video", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_frames(tmp_path / "a.mp4", frames, 25.0, gif_fallback=True)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(video, "h264_available", lambda: False)
+    with pytest.raises(ValueError, match="no H.264 encoder"):
+        write_frames(tmp_path / "a.mp4", frames, 25.0)
+    assert write_frames(tmp_path / "a.mp4", frames, 25.0, gif_fallback=True).name == "a.gif"
+
+
+def test_odd_sized_frames_encode_as_h264(tmp_path):
+    import av
+
+    from omg_lite.tracking.video import h264_available, read_frames, write_video
+
+    if not h264_available():
+        pytest.skip("this PyAV build has no libx264")
+    frames = np.full((3, 33, 47, 3), 128, np.uint8)
+    write_video(tmp_path / "odd.mp4", frames, 25.0)
+    back = list(read_frames(tmp_path / "odd.mp4"))
+    assert len(back) == 3 and back[0].shape == (34, 48, 3) and abs(int(back[0].mean()) - 128) <= 2
+    assert av  # the reader is PyAV, the same library as the writer; the shape is the padding's truth

@@ -177,6 +177,10 @@ class RenderBench(Bench):
     def run(self) -> list[dict]:
         if min(self.gaussians, self.size, self.channels, self.repeat) < 1:
             raise ValueError("bench render: --gaussians, --size, --channels and --repeat must be at least 1")
+        if self.backend not in ("torch", "gsplat", "reference"):
+            raise ValueError(f"bench render --backend {self.backend}: choose torch, gsplat or reference")
+        if self.backend == "gsplat" and not torch.cuda.is_available():
+            raise ValueError("bench render --backend gsplat needs CUDA (gsplat renders on CUDA only) and this machine has none: use --backend torch")
         if self.table:
             return scaling_table(channels=self.channels, backward=self.backward, backend=self.backend,
                                  repeat=self.repeat)

@@ -31,7 +31,7 @@ from omg_lite.config import Config
 from omg_lite.geometry.camera import Camera
 from omg_lite.head import load_head_model
 from omg_lite.head.params import HeadParams, load_clip, save_clip
-from omg_lite.io import output_folder
+from omg_lite.io import check_output_folder, output_folder
 from omg_lite.safe_load import folder_names
 from omg_lite.synth.appearance import head_albedo, sample_appearance
 from omg_lite.synth.scene import render, sample_background, sample_light
@@ -42,6 +42,7 @@ MIN_SIZE = 32
 MAX_SIZE = 2048
 NECK_END_BAND = 0.01  # metres: neck vertices this close to the neck's lowest point form its end ring
 FRAME_KINDS = ("rgb", "mask", "head_mask", "torso_mask")
+MARKER, WHAT = "meta.json", "a set written by omg-lite synth"  # see omg_lite.io.output_folder
 
 
 def _clip_name(i: int) -> str:
@@ -121,8 +122,9 @@ def write_synth(
     if cfg.synth.supersample < 1 or cfg.synth.batch_frames < 1:
         raise ValueError("synth.supersample and synth.batch_frames must be at least 1")
     out = Path(out)
+    check_output_folder(out, overwrite, MARKER, WHAT)  # before the head model is read
     head = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
-    with output_folder(out, overwrite, "meta.json", "a set written by omg-lite synth") as tmp:
+    with output_folder(out, overwrite, MARKER, WHAT) as tmp:
         seeds = np.random.SeedSequence(seed).spawn(identities)
         with tqdm(total=identities * frames, unit="frame", desc="synth", disable=not progress) as bar:
             for i in range(identities):

@@ -37,7 +37,7 @@ import torch
 from omg_lite.config import Config
 from omg_lite.geometry.camera import Camera
 from omg_lite.head.params import HeadParams, save_clip
-from omg_lite.io import output_folder
+from omg_lite.io import check_output_folder, output_folder
 from omg_lite.tracking.crop import CropTransform, portrait_crop
 from omg_lite.tracking.fitting import FitSettings, FitTargets, LandmarkFitter, reprojection_error
 from omg_lite.tracking.landmarks import EYE_OUTER, MP_TO_IBUG68, N_POINTS, LandmarkDetector, NoFaceError, to_rgb_uint8
@@ -45,6 +45,7 @@ from omg_lite.tracking.landmarks import EYE_OUTER, MP_TO_IBUG68, N_POINTS, Landm
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+MARKER, WHAT = "track.json", "an omg-lite track result"  # see omg_lite.io.output_folder
 
 
 @dataclass
@@ -165,7 +166,7 @@ def write_track(out: Path, result: TrackResult, frames: Iterable[np.ndarray], ov
 
     from omg_lite.tracking.portrait_mask import PortraitSegmenter
 
-    with output_folder(out, overwrite, "track.json", "an omg-lite track result") as tmp:
+    with output_folder(out, overwrite, MARKER, WHAT) as tmp:
         (tmp / "rgb").mkdir()
         (tmp / "mask").mkdir()
         with PortraitSegmenter() as seg:
@@ -197,8 +198,7 @@ def track(image: str | None, video: str | None, out: str, cfg: Config | None = N
     if image is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"{path.name}: not an image file ({', '.join(IMAGE_SUFFIXES)}); use --video for videos")
     out_path = Path(out)
-    if out_path.exists() and any(out_path.iterdir() if out_path.is_dir() else [0]) and not overwrite:
-        raise FileExistsError(f"{out_path} exists and is not empty; pass --overwrite to replace it")
+    check_output_folder(out_path, overwrite, MARKER, WHAT)  # before any work
     head = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
     is_video = video is not None
     frames = _frames_of(path, is_video, cfg.track.max_frames)

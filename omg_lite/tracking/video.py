@@ -71,8 +71,19 @@ def read_frames(path: str | os.PathLike, max_frames: int | None = None) -> Itera
         container.close()
 
 
+def h264_available() -> bool:
+    """Whether this PyAV build can encode H.264 (libx264)."""
+    import av
+
+    try:
+        av.codec.Codec("libx264", "w")
+    except av.codec.codec.UnknownCodecError:
+        return False
+    return True
+
+
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 25.0, codec: str = "libx264", crf: int = 12) -> Path:
-    """Encode RGB uint8 frames [H, W, 3] (even sizes for libx264) into ``path``, atomically."""
+    """Encode RGB uint8 frames [H, W, 3] into ``path``, atomically; odd sides get one edge pixel (4:2:0 needs even)."""
     import av
 
     path = Path(path)
@@ -80,7 +91,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
         with av.open(tmp, mode="w") as container:
             stream = None
             for frame in frames:
-                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                frame = np.asarray(frame, dtype=np.uint8)
+                frame = np.ascontiguousarray(np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge"))
                 if stream is None:
                     stream = container.add_stream(codec, rate=round(fps))
                     stream.height, stream.width = frame.shape[:2]

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from omg_lite.config import Config
+from omg_lite.config import Config, validate
 from omg_lite.features import BackboneFeatures, DinoEncoder, FeatureCache
 from omg_lite.train import ddp
 from omg_lite.train.checkpoint import atomic_write_text, check_fits, latest_checkpoint, load_state, load_weights, save_checkpoint
@@ -119,7 +119,7 @@ def config_from_dict(data: dict, like: Config | None = None) -> Config:
                 setattr(node, key, tuple(value) if isinstance(old, tuple) else value)
         return node
 
-    return build(like or Config(), data, "config")
+    return validate(build(like or Config(), data, "config"))
 
 
 def target_image(batch: PairBatch, background: float) -> Tensor:  # -> [B, 3, H, W]
@@ -196,13 +196,11 @@ class Trainer:
 
     def _check_config(self) -> None:
         """The settings that need no data, checked before a synthetic set is rendered."""
-        t, levels = self.cfg.train, self.cfg.model.levels
+        t, levels = validate(self.cfg).train, self.cfg.model.levels
         if t.batch_size % self.dist.world:
             raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the number of processes ({self.dist.world})")
         if len(t.lod_schedule) > levels:
             raise ValueError(f"train.lod_schedule {t.lod_schedule} raises the level of detail {len(t.lod_schedule)} times but model.levels={levels}")
-        if not 0.0 <= t.coarser_share <= 1.0:
-            raise ValueError(f"train.coarser_share={t.coarser_share} is a share of the steps: choose a value in [0, 1]")
         if t.image_size < MIN_SIZE:
             raise ValueError(f"train.image_size={t.image_size} is too small: the loss needs at least {MIN_SIZE} pixels (LPIPS, SSIM)")
 
