@@ -283,3 +283,67 @@ def tables(
 
 
 COMMANDS["tables"] = tables
+
+
+def prepare(
+    videos: Path,
+    out: Path,
+    workers: int = 1,
+    shard: str = "0/1",
+    stride: int = 1,
+    max_frames: int = 0,
+    size: int = 512,
+    min_face: float = 0.0,
+    max_invalid: float = 0.5,
+    max_several: float = 0.1,
+    retry: bool = False,
+    flame_path: Path | None = None,
+    overrides: Annotated[tuple[str, ...], tyro.conf.arg(name="set")] = (),
+    json: bool = False,
+) -> None:
+    """Turn a collection of portrait videos (VFHQ, HDTF, your own) into a training set: one tracked clip per video, in parallel, resumable, shardable.
+
+    Writes OUT/CLIP/ (rgb/, mask/, params.npz, track.json, as omg-lite track) and OUT/index.jsonl (one line per video: status, reason, frames, valid frames, tracking error, seconds). A rerun skips finished videos and redoes interrupted ones.
+
+    Args:
+        videos: A folder (searched recursively), a text file listing one video path a line, or one video.
+        out: The training-set folder (train with --set train.data=OUT).
+        workers: Single-threaded worker processes (the CPU cores).
+        shard: I/N: prepare only every N-th video from the I-th (one job of a job array; no coordinator).
+        stride: Keep every stride-th frame.
+        max_frames: Keep at most this many frames per video, after the stride (0: all).
+        size: Side of the square portrait crops (the model's training size).
+        min_face: Skip videos whose face is smaller than this, in source pixels (0: off).
+        max_invalid: Skip videos where no face is found in more than this share of the frames.
+        max_several: Skip videos where more than this share of the frames show several faces.
+        retry: Redo the videos that failed or were skipped before.
+        flame_path: A FLAME pickle; default: the offline stand-in head.
+        overrides: track.* / camera.* changes, e.g. --set track.full_iters=300.
+        json: Print the summary as JSON.
+    """
+    import json as _json
+
+    from omg_lite.config import Config, apply_overrides
+    from omg_lite.prepare import PrepareSettings
+    from omg_lite.prepare import prepare as run_prepare
+
+    cfg = apply_overrides(Config(), list(overrides))
+    cfg.head.flame_path = None if flame_path is None else str(flame_path)
+    cfg.track.size = size
+    s = PrepareSettings(stride=stride, max_frames=max_frames, min_face=min_face, max_invalid=max_invalid, max_several=max_several)
+    r = run_prepare(videos, out, cfg, s, workers=workers, shard=shard, retry=retry, progress=not json)
+    if json:
+        print(_json.dumps(r, indent=2))
+        return
+    per = f", {r['s_per_frame']:.3f} s per frame with {r['workers']} worker(s)" if r["s_per_frame"] else ""
+    print(f"shard {r['shard']}: {r['this_shard']} of {r['videos']} videos; {r['done_now']} prepared now, {r['done_before']} before; "
+          f"{r['ok']} ok, {len(r['skipped'])} skipped, {len(r['failed'])} failed; {r['frames_now']} frames in {r['seconds']:.1f} s{per}")  # fmt: skip
+    for kind in ("skipped", "failed"):
+        for name, reason in r[kind]:
+            print(f"{kind}: {name}: {reason}")
+    if r["pending"]:
+        print(f"{r['pending']} video(s) of the collection are not finished yet (other shards, or an interrupted run: rerun to finish)")
+    print(f"index: {Path(r['out']) / 'index.jsonl'}; train with: omg-lite train --set train.data={r['out']}")
+
+
+COMMANDS["prepare"] = prepare

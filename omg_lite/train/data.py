@@ -95,7 +95,7 @@ def clip_folders(root: Path, role: str = "data") -> list[Path]:
         return [root / n for n in folder_names(names, meta)]
     if (root / "params.npz").is_file():
         return [root]
-    clips = sorted(p.parent for p in root.glob("*/params.npz"))
+    clips = sorted(p.parent for p in root.glob("*/params.npz") if not p.parent.name.startswith("."))  # hidden: a writer's temporary folder
     if not clips:
         raise FileNotFoundError(f"no clips in {root}: expected CLIP/params.npz with CLIP/rgb/ and CLIP/mask/ beside it (see omg_lite.train.data)")
     return clips
