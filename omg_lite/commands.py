@@ -335,7 +335,7 @@ def prepare(
     if json:
         print(_json.dumps(r, indent=2))
         return
-    per = f", {r['s_per_frame']:.3f} s per frame with {r['workers']} worker(s)" if r["s_per_frame"] else ""
+    per = f", {r['s_per_frame']:.3f} s per frame with {r['workers']} worker(s) ({r['cpu_s_per_frame']:.3f} CPU s per frame)" if r["s_per_frame"] else ""
     print(f"shard {r['shard']}: {r['this_shard']} of {r['videos']} videos; {r['done_now']} prepared now, {r['done_before']} before; "
           f"{r['ok']} ok, {len(r['skipped'])} skipped, {len(r['failed'])} failed; {r['frames_now']} frames in {r['seconds']:.1f} s{per}")  # fmt: skip
     for kind in ("skipped", "failed"):

@@ -8,7 +8,8 @@ layout training reads (``omg_lite.train.data``)::
     DATA/CLIP/               rgb/, mask/, params.npz, track.json  (as omg-lite track writes them)
     DATA/index.jsonl         one line per video: name, source, sha256, status (ok / skipped /
                              failed), reason, frames kept, valid frames, tracking error (% of the
-                             inter-ocular distance), face size (source px), seconds, notes
+                             inter-ocular distance), face size (source px), seconds (wall and
+                             CPU of the worker), notes
     DATA/.prepare/           settings.json (a rerun or another shard must use the same) and
                              records/CLIP.json (one per finished video: the index's lines)
 
@@ -230,16 +231,16 @@ def prepare_clip(src: Source, out: Path, cfg: Config, s: PrepareSettings, digest
     """Track one video into ``out / src.name`` and write its record; never raises for bad input."""
     from omg_lite.tracking.track import track_frames, write_track
 
-    t0 = time.perf_counter()
+    head, detector = _tools(cfg)  # once per process, outside the clip's time; a broken install stops the run here
+    t0, c0 = time.perf_counter(), time.process_time()
     rec = {"name": src.name, "source": str(src.path), "sha256": digest, "status": "ok", "reason": "", "frames": 0, "valid": 0,
-           "error_pct_iod": None, "face_px": None, "seconds": 0.0, "notes": []}  # fmt: skip
+           "error_pct_iod": None, "face_px": None, "seconds": 0.0, "cpu_seconds": 0.0, "notes": []}  # fmt: skip
     notes = _Notes()
     logging.getLogger("omg_lite").addHandler(notes)
     try:
         if duplicate is not None:
             rec.update(status="skipped", reason=f"duplicate of {duplicate} (same sha256)")
         else:
-            head, detector = _tools(cfg)
             counter = _CountingDetector(detector)
             result = track_frames(lambda: _frames(src.path, s), head, cfg, video=True, detector=counter)
             ok = result.valid
@@ -257,7 +258,7 @@ def prepare_clip(src: Source, out: Path, cfg: Config, s: PrepareSettings, digest
     finally:
         logging.getLogger("omg_lite").removeHandler(notes)
     rec["notes"] = notes.lines
-    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    rec["seconds"], rec["cpu_seconds"] = round(time.perf_counter() - t0, 3), round(time.process_time() - c0, 3)
     _write_json(out / STATE / "records" / f"{src.name}.json", rec)
     return rec
 
@@ -367,7 +368,7 @@ def prepare(videos: str | os.PathLike, out: str | os.PathLike, cfg: Config | Non
             digest, dup, unreadable = _plan(src, sources, sizes)
             if unreadable:
                 rec = {"name": src.name, "source": str(src.path), "sha256": "", "status": "failed", "reason": unreadable, "frames": 0,
-                       "valid": 0, "error_pct_iod": None, "face_px": None, "seconds": 0.0, "notes": []}  # fmt: skip
+                       "valid": 0, "error_pct_iod": None, "face_px": None, "seconds": 0.0, "cpu_seconds": 0.0, "notes": []}  # fmt: skip
                 _write_json(out / STATE / "records" / f"{src.name}.json", rec)
                 finish(rec)
             elif pool is None:
@@ -407,7 +408,8 @@ def prepare(videos: str | os.PathLike, out: str | os.PathLike, cfg: Config | Non
             "pending": len(sources) - len(lines), "ok": sum(r["status"] == "ok" for r in lines if r["name"] in names),
             "skipped": [(r["name"], r["reason"]) for r in lines if r["status"] == "skipped" and r["name"] in names],
             "failed": [(r["name"], r["reason"]) for r in lines if r["status"] == "failed" and r["name"] in names],
-            "frames_now": frames, "seconds": round(wall, 2), "s_per_frame": round(wall / frames, 4) if frames else None}  # fmt: skip
+            "frames_now": frames, "seconds": round(wall, 2), "s_per_frame": round(wall / frames, 4) if frames else None,
+            "cpu_s_per_frame": round(sum(r["cpu_seconds"] for r in recs if r["status"] == "ok") / frames, 4) if frames else None}  # fmt: skip
 
 
 def _in_process(src: Source, out: Path, cfg: Config, s: PrepareSettings, digest: str, dup: str | None) -> dict:

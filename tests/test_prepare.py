@@ -69,7 +69,7 @@ def reference(videos, tmp_path_factory) -> Path:
 
 def _index(out: Path) -> dict[str, dict]:
     lines = [json.loads(ln) for ln in (out / "index.jsonl").read_text().splitlines()]
-    return {r["name"]: {k: v for k, v in r.items() if k != "seconds"} for r in lines}
+    return {r["name"]: {k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")} for r in lines}
 
 
 def _cli(*args: str) -> subprocess.Popen:

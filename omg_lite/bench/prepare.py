@@ -2,8 +2,10 @@
 
 - ``prepare``: a synthetic collection (the synthetic world rendered along smooth head paths,
   encoded to H.264) goes through ``omg-lite prepare`` with each number of workers; the figure is
-  the wall time per kept frame (decode, detect, fit, crop, mask, PNG writes), the number to
-  scale to VFHQ's 766,263 frames.
+  the wall time per kept frame (decode, detect, fit, crop, mask, PNG writes, worker start-up)
+  and the workers' CPU time per frame (the figure that survives a busy machine: W workers on W
+  free cores prepare about W / cpu_s_per_frame frames a second), the numbers to scale to VFHQ's
+  766,263 frames.
 - ``loader``: the training loader (``train.data.PairDataset`` + a ``DataLoader``, exactly as
   ``train.loop`` builds it) over a prepared set, in frames per second (two frames, source and
   driver, per pair) for each ``num_workers``: what the disk + PNG decoding can feed a GPU.
@@ -85,7 +87,8 @@ class PrepareBench(Bench):
                 cfg.track.size = self.crop
                 r = prepare(videos, Path(tmp) / f"out{w}", cfg, workers=w, progress=False)
                 rows.append({"workers": w, "videos": r["ok"], "frames": r["frames_now"], "video_px": self.size, "crop_px": self.crop,
-                             "seconds": r["seconds"], "s_per_frame": r["s_per_frame"], "frames_per_s": r["frames_now"] / r["seconds"]})  # fmt: skip
+                             "seconds": r["seconds"], "s_per_frame": r["s_per_frame"], "frames_per_s": r["frames_now"] / r["seconds"],
+                             "cpu_s_per_frame": r["cpu_s_per_frame"]})  # fmt: skip
         return rows
 
 
