@@ -83,6 +83,8 @@ def interrupted_message(args: list[str]) -> str:
         return "interrupted"
     if args[0] == "train":
         return f"interrupted; {out} keeps its newest complete checkpoint: continue with `omg-lite train --resume --out {out}`"
+    if args[0] == "prepare":
+        return f"interrupted; the videos finished in {out} are kept (see its index.jsonl): run the same command again to continue"
     if args[0] == "tables":
         return f"interrupted; finished runs in {out} are kept: run the same command again to continue"
     return f"interrupted; nothing was written to {out}"

@@ -318,7 +318,7 @@ def prepare(
         max_several: Skip videos where more than this share of the frames show several faces.
         retry: Redo the videos that failed or were skipped before.
         flame_path: A FLAME pickle; default: the offline stand-in head.
-        overrides: track.* / camera.* changes, e.g. --set track.full_iters=300.
+        overrides: track.* / camera.* / head.* changes, e.g. --set track.full_iters=300 head.n_shape=100 head.n_expr=50.
         json: Print the summary as JSON.
     """
     import json as _json

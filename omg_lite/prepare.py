@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from omg_lite.config import Config
-from omg_lite.io import atomic_file
+from omg_lite.io import atomic_file, check_writable, remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +273,8 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def _clear_leftovers(out: Path, name: str) -> None:
-    """What a killed run left for this clip: hidden temporary folders, and a clip without a record."""
-    for p in itertools.chain(out.glob(f".{name}.tmp-*"), out.glob(f".{name}.old-*")):
-        shutil.rmtree(p, ignore_errors=True)
+    """What a killed run left for this clip: temporary folders (io.remove_stale), and a clip without a record."""
+    remove_stale(out / name)
     if (out / name / "track.json").is_file():  # ours (write_track's marker), renamed into place before the kill
         shutil.rmtree(out / name)
 
@@ -286,6 +285,7 @@ def _settings_file(out: Path, cfg: Config, s: PrepareSettings) -> None:
     want = {"prepare": asdict(s), "track": asdict(cfg.track), "camera": asdict(cfg.camera),
             "head": {"flame_path": cfg.head.flame_path, "n_shape": cfg.head.n_shape, "n_expr": cfg.head.n_expr}}  # fmt: skip
     path = out / STATE / "settings.json"
+    check_writable(out / INDEX)
     if path.is_file():
         have = json.loads(path.read_text())
         if have != want:

@@ -128,13 +128,32 @@ class LoaderBench(Bench):
                 loader = torch.utils.data.DataLoader(ds, batch_size=self.batch_size, sampler=order, collate_fn=collate, num_workers=w)
                 it = iter(loader)
                 next(it)  # warm-up: worker start and first reads
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(self.batches):
                     next(it)
-                sec = time.perf_counter() - t0
+                sec, cpu = time.perf_counter() - t0, time.process_time() - c0
                 del it, loader
                 frames = 2 * self.batch_size * self.batches
                 rows.append({"num_workers": w, "image_size": self.image_size, "batch_pairs": self.batch_size, "frames": frames,
                              "seconds": sec, "frames_per_s": frames / sec, "pairs_per_s": frames / 2 / sec,
+                             "cpu_ms_per_frame": 1e3 * cpu / frames if w == 0 else None,  # with workers the work is in other processes
                              "source_px": ds.clips[0].camera.width, "clips": len(ds.clips), "data": "synthetic" if not self.data else str(root)})  # fmt: skip
+            rows.append(self._real_png(ds))
         return rows
+
+    def _real_png(self, ds) -> dict:
+        """Decoding one frame of the set against a real photo's PNG of the same size (VFHQ crops
+        compress like photos, synthetic frames much better): skimage's astronaut, public domain."""
+        import io
+
+        from PIL import Image
+        from skimage import data
+
+        from omg_lite.bench import time_ms
+
+        photo = io.BytesIO()
+        Image.fromarray(data.astronaut()).resize((ds.clips[0].camera.width,) * 2).save(photo, "PNG")
+        frame = (ds.clips[0].folder / "rgb" / f"{ds.clips[0].frames[0]:04d}.png").read_bytes()
+        decode = lambda b: np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))  # noqa: E731
+        return {"case": "PNG decode, one frame", "set_frame_kb": len(frame) / 1024, "set_frame_ms": time_ms(lambda: decode(frame), repeat=9),
+                "photo_kb": len(photo.getvalue()) / 1024, "photo_ms": time_ms(lambda: decode(photo.getvalue()), repeat=9)}  # fmt: skip
