@@ -39,6 +39,7 @@ so a lone ``step_XXXXXX.safetensors`` is enough. The default is ``data_samples/l
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ MAX_FRAMES = 1000
 NECK_END_BAND = 0.01  # metres: neck vertices this close to the neck's lowest point form its end ring
 TRANSLATION_MODES = ("absolute", "neck")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif", ".m4v")
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -316,13 +319,27 @@ class Driver:
                              f"pass --max-frames {len(self)} or a shorter driver (frames are never dropped silently)")
         if not all(torch.isfinite(getattr(p, k)).all() for k in ("expression", "pose", "translation")):
             raise ValueError(f"driver {self.name} holds NaN or Inf parameters")
+        for key, limit in DRIVER_LIMITS.items():
+            worst = getattr(p, key).abs().amax(-1)  # [M]
+            if (worst > limit).any():
+                m = int(worst.argmax())
+                raise ValueError(f"driver {self.name}: {key} reaches {float(worst[m]):.3g} at frame {m}, far outside what the model "
+                                 f"renders (|{key}| <= {limit:g}; training stays within a quarter of that): the file is not a driver for it")  # fmt: skip
         return self
 
 
-def _track(frames, cfg: Config, head, video: bool):
-    from omg_lite.tracking import track_frames
+# Bounds far beyond the trained ranges (coefficients in standard deviations, axis-angle radians, metres).
+DRIVER_LIMITS = {"shape": 10.0, "expression": 10.0, "pose": 2 * math.pi, "translation": 10.0}
 
-    return track_frames(frames, head, cfg, video=video)
+
+def _track(frames, cfg: Config, head, video: bool, role: str):
+    """Track for ``role`` ("source photo X", "driver Y"), which a failure names."""
+    from omg_lite.tracking import NoFaceError, track_frames
+
+    try:
+        return track_frames(frames, head, cfg, video=video)
+    except NoFaceError as e:
+        raise NoFaceError(f"{role}: {e}") from None
 
 
 def load_driver(spec, head, cfg: Config, max_frames: int = MAX_FRAMES) -> Driver:
@@ -342,11 +359,15 @@ def load_driver(spec, head, cfg: Config, max_frames: int = MAX_FRAMES) -> Driver
     suffix = path.suffix.lower()
     if suffix == ".npz":
         params, camera, extra = load_clip(path)
+        invalid = int((np.asarray(extra["valid"]) == 0).sum())
+        if invalid:
+            log.warning("driver %s: %d of %d frames are marked invalid (valid = 0: no face was tracked there); they are rendered "
+                        "with the parameters the file holds for them", path, invalid, params.batch)  # fmt: skip
         fps = float(extra["fps"]) if "fps" in extra else DEFAULT_FPS
         return Driver(params, fps, "neck", str(path), camera).check(head, max_frames)
     if suffix in IMAGE_SUFFIXES:
         image = read_image(path)
-        r = _track(lambda: [image], cfg, head, video=False)
+        r = _track(lambda: [image], cfg, head, video=False, role=f"driver {path}")
         return Driver(r.params, DEFAULT_FPS, "neck", str(path)).check(head, max_frames)
     if suffix not in VIDEO_SUFFIXES:
         raise ValueError(f"{path.name}: not a driver this knows ({', '.join(('.npz',) + IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
@@ -356,7 +377,7 @@ def load_driver(spec, head, cfg: Config, max_frames: int = MAX_FRAMES) -> Driver
     if info["frames"] > max_frames:
         raise ValueError(f"driver {path} has {info['frames']} frames, more than --max-frames {max_frames}: "
                          f"pass --max-frames {info['frames']} or a shorter driver (frames are never dropped silently)")
-    r = _track(lambda: read_frames(path, max_frames + 1), cfg, head, video=True)
+    r = _track(lambda: read_frames(path, max_frames + 1), cfg, head, video=True, role=f"driver {path}")
     return Driver(r.params, info["fps"] or DEFAULT_FPS, "neck", str(path)).check(head, max_frames)
 
 
@@ -414,7 +435,7 @@ class Avatar:
         rgb = read_image(photo) if isinstance(photo, (str, Path)) else np.asarray(photo)
         cfg = track_config(net)
         t0 = time.perf_counter()
-        r = _track(lambda: [rgb], cfg, net.head, video=False)
+        r = _track(lambda: [rgb], cfg, net.head, video=False, role=f"source photo {photo if isinstance(photo, (str, Path)) else '(array)'}")
         crop, _ = r.crop.apply(to_rgb_uint8(rgb))
         with PortraitSegmenter() as seg:
             mask = seg(crop)

@@ -204,6 +204,8 @@ class TrackConfig:
     full_iters: int = 1000
     # Read at most this many video frames (0: all).
     max_frames: int = 0
+    # Which face when a frame shows several: 0 the largest, 1 the next largest, ...
+    face: int = 0
 
 
 @dataclass
@@ -344,7 +346,7 @@ RANGES: dict[str, Range] = {
     "model.refiner_depth": Range(0, 6), "model.background": _SHARE, "model.visibility_tol": _SHARE,
     "track.size": Range(32, 4096), "track.crop_ratio": Range(0, 20, True), "track.crop_shift": Range(-5, 5),
     "track.noise": Range(0, 1, True), "track.contour_weight": _NONNEG, "track.dense_weight": _NONNEG, "track.smooth": _NONNEG,
-    "track.rigid_iters": _NONNEG, "track.full_iters": _NONNEG, "track.max_frames": _NONNEG,
+    "track.rigid_iters": _NONNEG, "track.full_iters": _NONNEG, "track.max_frames": _NONNEG, "track.face": Range(0, 7),
 }  # fmt: skip
 CHOICES: dict[str, tuple[str, ...]] = {"encoder.head": ("dpt", "bilinear"), "train.lpips_net": ("alex", "vgg", "squeeze")}
 

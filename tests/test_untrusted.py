@@ -523,3 +523,309 @@ def test_odd_sized_frames_encode_as_h264(tmp_path):
     back = list(read_frames(tmp_path / "odd.mp4"))
     assert len(back) == 3 and back[0].shape == (34, 48, 3) and abs(int(back[0].mean()) - 128) <= 2
     assert av  # the reader is PyAV, the same library as the writer; the shape is the padding's truth
+
+
+# ------------------------------------------------------------------ images, faces, drivers
+
+
+def _astronaut() -> np.ndarray:  # [512, 512, 3] uint8, public domain (NASA), shipped with scikit-image
+    from skimage import data
+
+    return data.astronaut()
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:  # ITU-R 601-2 luma in PIL's 16-bit fixed point, written out
+    r, g, b = (rgb[..., k].astype(np.int64) for k in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def _mode_files(tmp_path: Path) -> dict[str, tuple[Path, np.ndarray]]:
+    """mode -> (a file of the astronaut in that mode, the 8-bit RGB(A) that read_image must return), truth in numpy."""
+    from PIL import Image
+
+    rgb = _astronaut()
+    g = _grey(rgb)
+    g3 = np.repeat(g[..., None], 3, -1)
+    out = {}
+
+    def put(mode, name, image, expect):
+        path = tmp_path / name
+        image.save(path)
+        assert Image.open(path).mode == mode
+        out[mode] = (path, expect)
+
+    put("RGB", "rgb.png", Image.fromarray(rgb), rgb)
+    put("L", "l.png", Image.fromarray(rgb).convert("L"), g3)
+    put("I;16", "i16.png", Image.fromarray(g.astype(np.uint16) * 257), g3)
+    put("I", "i32.tif", Image.fromarray(g.astype(np.int32) * 257), g3)
+    put("F", "f.tif", Image.fromarray(g.astype(np.float32) / 255), g3)
+    palette = np.random.default_rng(0).integers(0, 256, (256, 3), dtype=np.uint8)
+    idx = (g // 1).astype(np.uint8)
+    p = Image.fromarray(idx, "L").convert("P")
+    p.putpalette(palette.reshape(-1).tolist())
+    put("P", "p.png", p, palette[idx])
+    alpha = np.full(g.shape, 255, np.uint8)
+    alpha[:40] = 0  # a transparent band: read_image keeps it, the detector composites over white
+    put("RGBA", "rgba.png", Image.fromarray(np.dstack([rgb, alpha])), np.dstack([rgb, alpha]))
+    put("LA", "la.png", Image.fromarray(np.dstack([g, alpha])), np.dstack([g3, alpha]))
+    cmyk = Image.frombytes("CMYK", rgb.shape[1::-1], np.dstack([255 - rgb, np.zeros_like(g)]).tobytes())
+    put("CMYK", "cmyk.tif", cmyk, rgb)  # C = 255 - R, ... with K = 0 is exact
+    put("1", "bw.png", Image.fromarray(g > 127), np.repeat(np.where(g > 127, 255, 0).astype(np.uint8)[..., None], 3, -1))
+    return out
+
+
+def test_image_modes_reach_the_tracker_as_their_8_bit_rgb_original(tmp_path):
+    from omg_lite.tracking.landmarks import LandmarkDetector
+    from omg_lite.tracking.track import read_image
+
+    files = _mode_files(tmp_path)
+    with LandmarkDetector() as det:
+        reference = det.detect(_astronaut())
+        for mode, (path, expect) in files.items():
+            got = read_image(path)
+            assert got.dtype == np.uint8 and got.shape == expect.shape, mode
+            np.testing.assert_array_equal(got, expect, err_msg=mode)
+            if mode in ("P", "1"):  # a random palette / a bilevel image is not a face photo any more
+                continue
+            moved = np.linalg.norm(det.detect(got).uv - reference.uv, axis=-1).mean() / reference.interocular
+            assert moved < 0.03, (mode, moved)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    from PIL import Image
+
+    from omg_lite.tracking.track import read_image
+
+    rgb = _astronaut()
+    stored = Image.fromarray(np.rot90(rgb, k=1).copy())  # stored turned left: tag 6 says "rotate 90 clockwise to view"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.png", exif=exif)
+    np.testing.assert_array_equal(read_image(tmp_path / "phone.png"), rgb)
+
+
+def test_unreadable_modes_and_values_are_refused_by_name(tmp_path):
+    from PIL import Image
+
+    from omg_lite.tracking.track import read_image
+
+    Image.new("LAB", (40, 40)).save(tmp_path / "lab.tif")
+    with pytest.raises(ValueError, match="image mode 'LAB'"):
+        read_image(tmp_path / "lab.tif")
+    Image.fromarray(np.full((40, 40), 3.0, np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"values in \[3, 3\]; omg_lite reads float images in \[0, 1\]"):
+        read_image(tmp_path / "f.tif")
+    Image.fromarray(np.full((40, 40), 70000, np.int32)).save(tmp_path / "i.tif")
+    with pytest.raises(ValueError, match="32-bit integer image"):
+        read_image(tmp_path / "i.tif")
+
+
+def test_several_faces_say_which_is_used_and_track_face_chooses(caplog):
+    from omg_lite.tracking.landmarks import LandmarkDetector, NoFaceError
+
+    big = _astronaut()[:320, 60:380]  # the face, 320 px
+    small = big[::2, ::2]  # the same face at half size
+    canvas = np.full((360, 560, 3), 255, np.uint8)
+    canvas[20:340, 10:330] = big
+    canvas[100:260, 380:540] = small
+    with LandmarkDetector() as det:
+        largest = det.detect(canvas)
+        det.detect(canvas)
+    assert largest.n_faces == 2 and 10 < largest.uv[:, 0].mean() < 330
+    assert caplog.text.count("found 2 faces; using the largest, centred at") == 1  # said once, not per frame
+    assert "--set track.face=N" in caplog.text
+    with LandmarkDetector(face=1) as det:
+        second = det.detect(canvas)
+        assert 380 < second.uv[:, 0].mean() < 540
+        with pytest.raises(NoFaceError, match="track.face=1 asks for face 1"):
+            det.detect(big)
+
+
+def test_mediapipe_prints_nothing(capfd):
+    from omg_lite.tracking.landmarks import LandmarkDetector
+    from omg_lite.tracking.portrait_mask import PortraitSegmenter
+
+    capfd.readouterr()
+    with LandmarkDetector() as det, PortraitSegmenter() as seg:
+        det.detect(_astronaut())
+        seg(_astronaut())
+    import time
+
+    time.sleep(0.3)  # MediaPipe's graph threads log asynchronously
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", err
+
+
+def _write_params(path: Path, **change) -> None:
+    data = dict(np.load(DRIVER / "params.npz"))
+    data.update(change)
+    np.savez(path, **data)
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"expression": np.zeros(3, np.float32)}, "'expression' must be [M, E]"),
+    ({"pose": np.zeros((2, 15), np.float32)}, "'pose' must be ["),
+    ({"translation": None}, "'translation' holds complex128 values"),
+    ({"K": None}, "'K' holds int64 values"),
+    ({"t": None}, "'t' holds NaN or Inf (first at frame 1)"),
+    ({"image_size": np.array([0, 64])}, "'image_size' must be two positive integers"),
+])  # fmt: skip
+def test_bad_params_npz_names_the_file_and_the_key(tmp_path, change, says):
+    from omg_lite.head.params import load_clip
+
+    data = dict(np.load(DRIVER / "params.npz"))
+    if "translation" in change:
+        change = {"translation": data["translation"].astype(np.complex128)}
+    if "K" in change:
+        change = {"K": data["K"].astype(np.int64)}
+    if "t" in change:
+        t = data["t"].copy()
+        t[1, 0] = np.nan
+        change = {"t": t}
+    path = tmp_path / "params.npz"
+    _write_params(path, **change)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {says}")):
+        load_clip(path)
+
+
+def test_drivers_far_outside_the_model_are_refused_and_invalid_frames_said(tmp_path, caplog):
+    from omg_lite.avatar import load_driver
+    from omg_lite.config import Config
+    from omg_lite.head import load_head_model
+
+    head = load_head_model()
+    data = dict(np.load(DRIVER / "params.npz"))
+    expr = data["expression"].copy()
+    expr[2, 0] = 4000.0
+    _write_params(tmp_path / "huge.npz", expression=expr)
+    with pytest.raises(ValueError, match="expression reaches 4e\\+03 at frame 2, far outside what the model renders"):
+        load_driver(tmp_path / "huge.npz", head, Config())
+    valid = np.ones(len(expr), np.uint8)
+    valid[:2] = 0
+    _write_params(tmp_path / "holes.npz", valid=valid)
+    load_driver(tmp_path / "holes.npz", head, Config())
+    assert f"2 of {len(expr)} frames are marked invalid" in caplog.text
+
+
+def test_no_face_says_whether_the_source_or_the_driver_failed(tmp_path, run):
+    from PIL import Image
+
+    from omg_lite.avatar import Avatar, AvatarModel, load_driver
+    from omg_lite.tracking.landmarks import NoFaceError
+
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.full((128, 128, 3), 200, np.uint8)).save(blank)
+    net = AvatarModel.load(run, device="cpu")
+    with pytest.raises(NoFaceError, match=f"^source photo {re.escape(str(blank))}: no face"):
+        Avatar.from_image(blank, net=net)
+    with pytest.raises(NoFaceError, match=f"^driver {re.escape(str(blank))}: no face"):
+        load_driver(blank, net.head, net.cfg)
+
+
+# ------------------------------------------------------------------ the fuzz-style batch through the CLI
+
+
+def _broken_files(folder: Path, run: Path) -> list[tuple[str, list]]:
+    """(case, argv) pairs: every kind of file the CLI accepts, broken in the ways files break."""
+    from safetensors.torch import save_file
+
+    from omg_lite.tracking.video import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def f(name: str, data: bytes) -> Path:
+        p = folder / name
+        p.write_bytes(data)
+        return p
+
+    png = SAMPLE.read_bytes()
+    write_video(folder / "real.mp4", np.zeros((4, 64, 64, 3), np.uint8), 25.0)
+    mp4 = (folder / "real.mp4").read_bytes()
+    real_ckpt = next((run / "checkpoints").glob("step_*.safetensors")).read_bytes()
+    params = (DRIVER / "params.npz").read_bytes()
+    np.savez(folder / "object.npz", **{**dict(np.load(DRIVER / "params.npz")), "expression": np.array([{"a": 1}], dtype=object)})
+    np.savez(folder / "keys.npz", expression=np.zeros((2, 16), np.float32))
+    save_file({"w": __import__("torch").zeros(2)}, str(folder / "foreign.safetensors"), metadata={"format": "someone.else"})
+    (folder / "wall.png").write_bytes(b"")
+    from PIL import Image
+
+    Image.fromarray(np.full((96, 96, 3), 200, np.uint8)).save(folder / "wall.png")
+    evil = folder / "evil.pkl"
+    evil.write_bytes(pickle.dumps(_Call(os.system, f"touch {folder / 'ran'}"), protocol=2))
+    images = {
+        "empty png": f("empty.png", b""),
+        "random bytes png": f("noise.png", rng.bytes(4000)),
+        "truncated png": f("half.png", png[: len(png) // 2]),
+        "text as jpg": f("note.jpg", b"hello, I am not a JPEG\n"),
+        "no face": folder / "wall.png",
+        "tiny": None,
+    }
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(folder / "tiny.png")
+    images["tiny"] = folder / "tiny.png"
+    videos = {
+        "empty mp4": f("empty.mp4", b""),
+        "random bytes mp4": f("noise.mp4", rng.bytes(5000)),
+        "truncated mp4": f("half.mp4", mp4[: len(mp4) // 3]),
+        "black video": folder / "real.mp4",
+    }
+    drivers = {
+        "empty npz": f("empty.npz", b""),
+        "random bytes npz": f("noise.npz", rng.bytes(3000)),
+        "truncated npz": f("half.npz", params[: len(params) // 2]),
+        "pickled object in npz": folder / "object.npz",
+        "npz without keys": folder / "keys.npz",
+    }
+    checkpoints = {
+        "empty safetensors": f("step_000001.safetensors", b""),
+        "random bytes safetensors": f("step_000002.safetensors", rng.bytes(3000)),
+        "truncated safetensors": f("step_000003.safetensors", real_ckpt[: len(real_ckpt) // 2]),
+        "foreign safetensors": folder / "foreign.safetensors",
+        "pickle as checkpoint": f("model.pt", pickle.dumps({"w": 1})),
+    }
+    flames = {
+        "empty pkl": f("empty.pkl", b""),
+        "random bytes pkl": f("noise.pkl", rng.bytes(2000)),
+        "os.system pkl": evil,
+        "list pkl": f("list.pkl", pickle.dumps([1, 2, 3], protocol=2)),
+        "dict of junk pkl": f("junk.pkl", pickle.dumps({"v_template": "no"}, protocol=2)),
+    }
+    metas = {
+        "not json": "{clips: [",
+        "clips not a list": json.dumps({"clips": "id000"}),
+        "clip name not a string": json.dumps({"clips": [1, 2]}),
+        "clip name outside": json.dumps({"clips": ["../../etc"]}),
+        "clip folder missing": json.dumps({"clips": ["id999"]}),
+    }
+    cases = []
+    out = lambda name: folder / f"out-{name.replace(' ', '_')}"  # noqa: E731
+    for name, p in images.items():
+        cases.append((f"image: {name}", ["track", "--image", p, "--out", out(name)]))
+    for name, p in videos.items():
+        cases.append((f"video: {name}", ["track", "--video", p, "--out", out(name)]))
+    for name, p in drivers.items():
+        cases.append((f"driver: {name}", ["reenact", "--checkpoint", run, "--source", SAMPLE, "--driver", p, "--out", f"{out(name)}.mp4"]))
+    for name, p in checkpoints.items():
+        cases.append((f"checkpoint: {name}", ["demo", "--checkpoint", p, "--out", out(name)]))
+    for name, p in flames.items():
+        cases.append((f"flame: {name}", ["synth", "--flame-path", p, "--out", out(name), "--identities", 1, "--frames", 1, "--size", 32]))
+    for i, (name, text) in enumerate(metas.items()):
+        data = folder / f"data{i}"
+        data.mkdir()
+        (data / "meta.json").write_text(text)
+        cases.append((f"meta.json: {name}", ["eval", "--checkpoint", run, "--data", data, "--no-motion", "--no-cross"]))
+    return cases
+
+
+def test_broken_files_of_every_kind_give_one_line_exit_2_and_leave_nothing(tmp_path, run, capfd):
+    folder = tmp_path / "files"
+    cases = _broken_files(folder, run)
+    before = sorted(p.name for p in folder.iterdir())
+    failures = []
+    for case, args in cases:
+        rc, lines = _cli(capfd, *args)
+        if rc != 2 or len(lines) != 1 or not lines[0].startswith("omg-lite: error: "):
+            failures.append(f"{case}: exit {rc}, {lines}")
+    assert not failures, "\n".join(failures)
+    assert sorted(p.name for p in folder.iterdir()) == before, "something was left behind"
+    assert not (folder / "ran").exists()

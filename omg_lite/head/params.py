@@ -101,6 +101,32 @@ def save_clip(path: str | os.PathLike, params: HeadParams, camera: Camera, valid
     atomic_savez(path, **arrays)
 
 
+def check_arrays(path: Path, data: dict[str, np.ndarray]) -> None:
+    """Each array's dtype, shape and values, naming the file and the key: a params.npz may come from anywhere."""
+    e = data["expression"]
+    if e.ndim != 2:
+        raise ValueError(f"{path}: 'expression' must be [M, E] (frames x coefficients), got shape {list(e.shape)}")
+    M = e.shape[0]
+    shapes = {"expression": (M, None), "pose": (M, POSE_DIM), "translation": (M, 3), "K": (M, 3, 3), "R": (M, 3, 3), "t": (M, 3)}
+    s = data["shape"]
+    shapes["shape"] = (None,) if s.ndim == 1 else (s.shape[0] if s.ndim == 2 and s.shape[0] in (1, M) else -1, None)
+    for key, want in shapes.items():
+        a = data[key]
+        if a.dtype.kind != "f":
+            raise ValueError(f"{path}: {key!r} holds {a.dtype} values; expected floating point (written by omg-lite synth / track?)")
+        if a.ndim != len(want) or any(w is not None and w != n for w, n in zip(want, a.shape)):
+            shown = "[" + ", ".join("*" if w is None else str(w) for w in want) + "]"
+            raise ValueError(f"{path}: {key!r} must be {shown} for {M} frame(s), got {list(a.shape)}")
+        bad = ~np.isfinite(a.reshape(a.shape[0], -1) if a.ndim > 1 else a[None]).all(-1)
+        if bad.any():
+            raise ValueError(f"{path}: {key!r} holds NaN or Inf (first at frame {int(np.argmax(bad))}); the file is damaged")
+    size = data["image_size"]
+    if size.shape != (2,) or size.dtype.kind not in "iu" or (size <= 0).any():
+        raise ValueError(f"{path}: 'image_size' must be two positive integers (H, W), got {size.tolist()!r}")
+    if "valid" in data and data["valid"].shape != (M,):
+        raise ValueError(f"{path}: 'valid' must be [{M}] (one flag per frame), got {list(data['valid'].shape)}")
+
+
 def load_clip(path: str | os.PathLike, device=None) -> tuple[HeadParams, Camera, dict[str, np.ndarray]]:
     """Read ``params.npz`` -> (HeadParams [M], Camera [M], extra arrays incl. ``valid``)."""
     path = Path(path)
@@ -109,10 +135,12 @@ def load_clip(path: str | os.PathLike, device=None) -> tuple[HeadParams, Camera,
     try:
         data = dict(np.load(path, allow_pickle=False))
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same message
-        raise ValueError(f"{path} is not a readable params.npz ({e})") from None
+        why = "it holds pickled objects, which omg_lite never loads" if "pickle" in str(e) else str(e)
+        raise ValueError(f"{path} is not a readable params.npz ({why})") from None
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise ValueError(f"{path} is missing {missing}; it is not an omg_lite params file")
+    check_arrays(path, data)
     M = data["expression"].shape[0]
     T = lambda k: torch.as_tensor(data.pop(k), dtype=torch.float32, device=device)  # noqa: E731
     shape = T("shape").expand(M, -1).clone()

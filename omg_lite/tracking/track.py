@@ -45,6 +45,9 @@ from omg_lite.tracking.landmarks import EYE_OUTER, MP_TO_IBUG68, N_POINTS, Landm
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+EIGHT_BIT_MODES = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr")  # PIL's convert("RGB") is exact for these
+ALPHA_MODES = ("LA", "PA", "RGBA")
+MAX_PIXELS = 100_000_000  # larger files are refused before decoding (PIL's own bomb check stops at 179 MP)
 MARKER, WHAT = "track.json", "an omg-lite track result"  # see omg_lite.io.output_folder
 
 
@@ -90,7 +93,7 @@ def track_frames(
     """Track the frames that ``frames()`` yields ([H, W, 3] each; called once here)."""
     t0 = time.perf_counter()
     own = detector is None
-    det = detector or LandmarkDetector()
+    det = detector or LandmarkDetector(face=cfg.track.face)
     pts, valid, size = [], [], None
     try:
         for m, image in enumerate(frames()):
@@ -145,19 +148,49 @@ def _frames_of(path: Path, video: bool, max_frames: int) -> Callable[[], Iterabl
     return lambda: [read_image(path)]
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as an array [H, W(, C)] (grayscale and RGBA are handled by the detector)."""
-    from PIL import Image, UnidentifiedImageError
+def read_image(path: str | Path) -> np.ndarray:  # -> [H, W, 3] or [H, W, 4] (with transparency) uint8
+    """An image file as 8-bit RGB(A), upright, the way a viewer shows it.
+
+    The EXIF orientation is applied (phones store portraits sideways with a tag). PIL converts the
+    8-bit modes (:data:`EIGHT_BIT_MODES`, :data:`ALPHA_MODES`) exactly; 16-bit greys (``I;16``,
+    and ``I``, where PIL keeps 16-bit TIFFs) are scaled by 255 / 65535 and float greys (``F``) in
+    [0, 1] by 255, where PIL's own conversion would clip them to white or black. Other modes
+    (CIELAB, ...) are refused by name.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no image at {path}")
     try:
         with Image.open(path) as im:
-            has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-            return np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
-    except (UnidentifiedImageError, OSError) as e:
+            if im.width * im.height > MAX_PIXELS:
+                raise ValueError(f"{path} is {im.width}x{im.height} ({im.width * im.height / 1e6:.0f} MP), more than this "
+                                 f"reads ({MAX_PIXELS / 1e6:.0f} MP): scale it down (a portrait needs about 1 MP)")  # fmt: skip
+            im = ImageOps.exif_transpose(im)
+            mode = im.mode
+            if mode.startswith("I;16") or mode in ("I", "F"):
+                return _grey_to_rgb(path, np.asarray(im).astype(np.float64), mode)
+            if mode in ALPHA_MODES or (mode in EIGHT_BIT_MODES and "transparency" in im.info):
+                return np.asarray(im.convert("RGBA"))
+            if mode in EIGHT_BIT_MODES:
+                return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path} is not a readable image ({e})") from None
+    raise ValueError(f"{path} has the image mode {mode!r}, which omg_lite does not read; save it as 8-bit RGB (PNG or JPEG)")
+
+
+def _grey_to_rgb(path: Path, a: np.ndarray, mode: str) -> np.ndarray:  # [H, W] -> [H, W, 3] uint8
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if mode == "F":
+        if not (np.isfinite(a).all() and lo >= 0 and hi <= 1):
+            raise ValueError(f"{path} is a floating-point image with values in [{lo:g}, {hi:g}]; omg_lite reads float images in [0, 1]")
+        a = a * 255.0
+    else:
+        if lo < 0 or hi > 65535:
+            raise ValueError(f"{path} is a 32-bit integer image with values in [{lo:g}, {hi:g}]; save it as 8- or 16-bit")
+        a = a * (255.0 / 65535.0)
+    return np.repeat(np.round(a).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def write_track(out: Path, result: TrackResult, frames: Iterable[np.ndarray], overwrite: bool, info: dict) -> Path:
@@ -202,7 +235,10 @@ def track(image: str | None, video: str | None, out: str, cfg: Config | None = N
     head = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
     is_video = video is not None
     frames = _frames_of(path, is_video, cfg.track.max_frames)
-    result = track_frames(frames, head, cfg, video=is_video)
+    try:
+        result = track_frames(frames, head, cfg, video=is_video)
+    except NoFaceError as e:
+        raise NoFaceError(f"{path}: {e}") from None
     info = {
         "source": path.name,
         "kind": "video" if is_video else "image",
