@@ -202,7 +202,7 @@ class TrackConfig:
     # L-BFGS iterations of the rigid and the full fitting stages.
     rigid_iters: int = 50
     full_iters: int = 1000
-    # Read at most this many video frames (0: all).
+    # Read at most this many video frames (0: all, up to 3000; a longer video asks for it to be set).
     max_frames: int = 0
     # Which face when a frame shows several: 0 the largest, 1 the next largest, ...
     face: int = 0

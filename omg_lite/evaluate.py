@@ -258,6 +258,10 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
         n = net.cfg.train.heldout if heldout is None else heldout
         if n < 1:
             raise ValueError("split 'heldout' needs at least one held-out clip (--heldout N)")
+        if n > net.cfg.train.heldout or n >= len(folders):
+            raise ValueError(f"--heldout {n}: the checkpoint held out its last {net.cfg.train.heldout} identities, and {data} has "
+                             f"{len(folders)} clips; more would score clips it trained on: pass --heldout {net.cfg.train.heldout} "
+                             "or less, or --split all for data it never saw")  # fmt: skip
         folders = folders[-n:]
     elif split != "all":
         raise ValueError(f"split must be 'all' or 'heldout', got {split!r}")

@@ -829,3 +829,32 @@ def test_broken_files_of_every_kind_give_one_line_exit_2_and_leave_nothing(tmp_p
     assert not failures, "\n".join(failures)
     assert sorted(p.name for p in folder.iterdir()) == before, "something was left behind"
     assert not (folder / "ran").exists()
+
+
+def test_a_long_video_needs_track_max_frames_and_shows_progress(tmp_path, capfd, monkeypatch):
+    import importlib
+
+    from omg_lite.tracking.video import write_video
+
+    monkeypatch.setattr(importlib.import_module("omg_lite.tracking.track"), "VIDEO_LIMIT", 5)  # the package exports a function of that name
+    write_video(tmp_path / "long.mp4", np.zeros((8, 64, 64, 3), np.uint8), 25.0)
+    rc, lines = _cli(capfd, "track", "--video", tmp_path / "long.mp4", "--out", tmp_path / "t")
+    assert rc == 2 and len(lines) == 1 and "has 8 frames, more than omg-lite track reads unasked (5)" in lines[0], lines
+    assert "--set track.max_frames=8" in lines[0]
+    capfd.readouterr()
+    from omg_lite.cli import main
+
+    rc = main(["track", "--video", str(tmp_path / "long.mp4"), "--out", str(tmp_path / "t"), "--set", "track.max_frames=3"])
+    err = capfd.readouterr().err
+    assert rc == 2 and "no face found in any of the 3 frame(s)" in err  # it read 3 frames, past the limit check
+    assert "landmarks: 100%" in err and "3/3" in err  # the progress bar
+
+
+def test_eval_heldout_split_never_includes_training_clips(run):
+    from omg_lite.avatar import AvatarModel
+    from omg_lite.evaluate import evaluate
+
+    net = AvatarModel.load(run, device="cpu")
+    assert net.cfg.train.heldout == 1
+    with pytest.raises(ValueError, match="--heldout 2: the checkpoint held out its last 1 identities"):
+        evaluate(net, ROOT / "data_samples" / "synth_128", split="heldout", heldout=2, motion=False, cross=False)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 EIGHT_BIT_MODES = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr")  # PIL's convert("RGB") is exact for these
 ALPHA_MODES = ("LA", "PA", "RGBA")
+VIDEO_LIMIT = 3000  # frames (2 minutes at 25 fps) that track reads without track.max_frames set
 MAX_PIXELS = 100_000_000  # larger files are refused before decoding (PIL's own bomb check stops at 179 MP)
 MARKER, WHAT = "track.json", "an omg-lite track result"  # see omg_lite.io.output_folder
 
@@ -89,14 +90,18 @@ def track_frames(
     cfg: Config,
     video: bool,
     detector: LandmarkDetector | None = None,
+    progress: int | None = None,
 ) -> TrackResult:
-    """Track the frames that ``frames()`` yields ([H, W, 3] each; called once here)."""
+    """Track the frames that ``frames()`` yields ([H, W, 3] each; called once here); ``progress``:
+    show a bar over that many frames (None: no bar)."""
+    from tqdm.auto import tqdm
+
     t0 = time.perf_counter()
     own = detector is None
     det = detector or LandmarkDetector(face=cfg.track.face)
     pts, valid, size = [], [], None
     try:
-        for m, image in enumerate(frames()):
+        for m, image in enumerate(tqdm(frames(), total=progress or None, unit="frame", desc="landmarks", disable=progress is None)):
             if size is None:
                 size = image.shape[:2]
             elif image.shape[:2] != size:
@@ -140,12 +145,26 @@ def track_frames(
     return TrackResult(fit.params, fit.camera, valid_np, crop, landmarks, tuple(size), errors, iod, fit.losses, seconds)
 
 
-def _frames_of(path: Path, video: bool, max_frames: int) -> Callable[[], Iterable[np.ndarray]]:
-    if video:
-        from omg_lite.tracking.video import read_frames
+def _frames_of(path: Path, video: bool, max_frames: int) -> tuple[Callable[[], Iterable[np.ndarray]], int]:
+    """(the frames to track, how many); a video longer than VIDEO_LIMIT needs track.max_frames set."""
+    if not video:
+        return (lambda: [read_image(path)]), 1
+    from omg_lite.tracking.video import read_frames, video_info
 
-        return lambda: read_frames(path, max_frames or None)
-    return lambda: [read_image(path)]
+    stated = video_info(path)["frames"]  # 0 when the container does not say
+    n = min(stated, max_frames) if max_frames and stated else (max_frames or stated)
+    if not max_frames and stated > VIDEO_LIMIT:
+        raise ValueError(f"{path} has {stated} frames, more than omg-lite track reads unasked ({VIDEO_LIMIT}): pass "
+                         f"--set track.max_frames={stated} to track all of them, or a smaller number to track the first ones")  # fmt: skip
+
+    def frames() -> Iterator[np.ndarray]:
+        limit = max_frames or VIDEO_LIMIT
+        for m, frame in enumerate(read_frames(path, limit + (not max_frames))):
+            if m == limit:  # only when the container did not state its length
+                raise ValueError(f"{path} has more than {VIDEO_LIMIT} frames: pass --set track.max_frames=N to track N of them")
+            yield frame
+
+    return frames, n
 
 
 def read_image(path: str | Path) -> np.ndarray:  # -> [H, W, 3] or [H, W, 4] (with transparency) uint8
@@ -232,11 +251,11 @@ def track(image: str | None, video: str | None, out: str, cfg: Config | None = N
         raise ValueError(f"{path.name}: not an image file ({', '.join(IMAGE_SUFFIXES)}); use --video for videos")
     out_path = Path(out)
     check_output_folder(out_path, overwrite, MARKER, WHAT)  # before any work
-    head = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
     is_video = video is not None
-    frames = _frames_of(path, is_video, cfg.track.max_frames)
+    frames, n = _frames_of(path, is_video, cfg.track.max_frames)
+    head = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
     try:
-        result = track_frames(frames, head, cfg, video=is_video)
+        result = track_frames(frames, head, cfg, video=is_video, progress=n if is_video else None)
     except NoFaceError as e:
         raise NoFaceError(f"{path}: {e}") from None
     info = {
