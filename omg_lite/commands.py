@@ -221,12 +221,13 @@ def run_eval(
     max_frames: int | None = None,
     cross: bool = True,
     motion: bool = True,
+    identity: bool = True,
     preset: str | None = None,
     json: bool = False,
     encoder_weights: str | None = None,
     flame_path: Path | None = None,
 ) -> None:
-    """Self- and cross-reenactment metrics (PSNR, SSIM, LPIPS, AKD, AED, APD; CSIM where available) with baselines.
+    """Self- and cross-reenactment metrics (PSNR, SSIM, LPIPS, CSIM, same-person rate, AKD, AED, APD) with baselines.
 
     Args:
         data: Clips as omg-lite synth / omg-lite track write them (CLIP/params.npz, CLIP/rgb/, CLIP/mask/).
@@ -237,6 +238,7 @@ def run_eval(
         max_frames: Read at most this many frames per clip.
         cross: Also cross-reenactment (clip i's avatar driven by clip i+1).
         motion: AKD / AED / APD (landmark detection and fitting: the slow part).
+        identity: CSIM and the same-person rate (dlib's face descriptor, about 0.2 s per image).
         preset: Refuse a checkpoint trained with another preset.
         json: Print JSON instead of a markdown table.
         encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
@@ -246,7 +248,8 @@ def run_eval(
     from omg_lite.evaluate import evaluate
 
     net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
-    r = evaluate(net, data, None if lod is None else [lod], split, heldout, max_frames, cross, motion, progress=not json)
+    r = evaluate(net, data, None if lod is None else [lod], split, heldout, max_frames, cross, motion, identity,
+                 progress=not json)
     print(r.to_json() if json else r.markdown())
 
 

@@ -11,8 +11,8 @@ Settings:
   the renderer's background outside its portrait mask, I_d = M rgb + (1 - M) bg, as in training
   (the Gaussians model head and shoulders, not the backdrop);
 - cross-reenactment: the avatar of clip i's first frame driven by the frames of clip i + 1
-  ("neck" placement, the source view). No ground truth exists, so only identity-free motion
-  metrics apply (AED, APD; CSIM would need an identity model).
+  ("neck" placement, the source view). No ground truth exists: identity is scored against the
+  source image (CSIM, same person), motion against the driver (AED, APD).
 
 Rows (the paper's baselines beside the model): ``source`` (the source image unchanged),
 ``coarse`` (I_c, the splatted RGB without the refiner) and ``full`` (I_r), per level of detail.
@@ -23,6 +23,9 @@ Metrics, each image scored alone and averaged over frames:
     SSIM                                       torchmetrics (Gaussian window 11, sigma 1.5)
     LPIPS                                      the lpips package, SqueezeNet trunk as in the release's
                                                evaluation (random trunk offline, labelled)
+    CSIM  = cos(e(I), e(I_d))                  dlib's 128-d ResNet face descriptor (omg_lite.identity; the
+                                               peers use ArcFace: compare orderings, not values)
+    same person = share with |e(I) - e(I_d)| < 0.6   dlib's convention; a render without a face counts as not
     AKD   = mean_k,c |l_k,c(I) - l_k,c(I_d)|   iBUG-68 points from the tracking detector, pixels
                                                (mean absolute coordinate error, as the release)
     AED   = mean_e |psi_e(I) - psi_e(I_d)|     expression coefficients fitted by our tracker
@@ -30,8 +33,10 @@ Metrics, each image scored alone and averaged over frames:
 
 Where the detector finds no face in a driver frame of a synthetic clip, its true projected
 landmarks (params.npz ``landmarks2d``) stand in; where it finds none in a rendered frame, that
-frame has no AKD/AED/APD; the notes count both. The fits for AED/APD run our tracker on all frames
-of one clip (or of one clip's renders) together, sharing the identity, without smoothing.
+frame has no AKD/AED/APD; the notes count both. Likewise for identity: CSIM averages over the
+frames where dlib finds a face in both images; "face found" is the share of renders with a face
+among the truths with one. The fits for AED/APD run our tracker on all frames of one clip (or of
+one clip's renders) together, sharing the identity, without smoothing.
 """
 
 from __future__ import annotations
@@ -48,11 +53,10 @@ from torch import Tensor
 from omg_lite.avatar import Avatar, AvatarModel, resize_camera, retarget, to_uint8, track_config
 from omg_lite.geometry.camera import Camera
 from omg_lite.head.params import HeadParams, load_clip
+from omg_lite.identity import IdentityMetric
 from omg_lite.train.data import clip_folders
 
 METHODS = {"source": "source image (unchanged)", "coarse": "coarse render I_c (no refiner)", "full": "full model I_r"}
-CSIM_NOTE = ("CSIM needs a face-identity model (the peers use ArcFace); none ships offline with this environment, "
-             "so CSIM is not computed")
 
 
 # ------------------------------------------------------------------------------------ image metrics
@@ -225,6 +229,7 @@ class EvalResult:
 
 
 COLUMNS = (("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"), ("lpips", "LPIPS ↓", "{:.3f}"), ("csim", "CSIM ↑", "{:.3f}"),
+           ("same_person", "same person ↑", "{:.0%}"), ("face_share", "face found ↑", "{:.0%}"),
            ("akd", "AKD ↓ (px)", "{:.2f}"), ("aed", "AED ↓", "{:.3f}"), ("apd", "APD ↓ (deg)", "{:.2f}"))
 
 
@@ -245,11 +250,13 @@ def _mean(x: Tensor) -> float:
 
 @torch.no_grad()
 def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, split: str = "all", heldout: int | None = None,
-             max_frames: int | None = None, cross: bool = True, motion: bool = True, progress: bool = True) -> EvalResult:
+             max_frames: int | None = None, cross: bool = True, motion: bool = True, identity: bool = True,
+             progress: bool = True) -> EvalResult:
     """Self- and cross-reenactment metrics of ``net`` on the clips under ``data`` (module docstring).
 
     ``split``: "all" clips, or "heldout" = the last ``heldout`` clips by name (default: the
-    checkpoint's ``train.heldout``, the identities its training never saw).
+    checkpoint's ``train.heldout``, the identities its training never saw). ``identity``: CSIM and
+    the same-person rate (dlib); ``motion``: AKD / AED / APD.
     """
     from tqdm.auto import tqdm
 
@@ -278,6 +285,7 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
     target = lambda c, i: c.rgb[i] * c.mask[i] + bg * (1 - c.mask[i])  # noqa: E731 - I_d = M rgb + (1 - M) bg
     lpips = Lpips(net.device)
     mm = MotionMetrics(net.head, track_config(net)) if motion else None
+    idm = IdentityMetric() if identity else None
     acc: dict[tuple, list[dict]] = {}  # (setting, method, lod) -> one score dict per clip
 
     def add(key: tuple, values: dict) -> None:
@@ -302,21 +310,23 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
                 dl = None if dlm is None else dlm[idx.numpy()]
                 df = None if dfit is None else dfit[idx]
                 srcs = src[:1].expand(len(idx), -1, -1, -1)
-                add((name, "source", None), _scores(srcs, gt, lpips, mm, dl, df))
+                ids = None if idm is None else idm.reference(srcs if gt is None else gt)
+                add((name, "source", None), _scores(srcs, gt, lpips, mm, dl, df, idm, ids))
                 for k in levels:
                     out = avatar.render(params, cams, k)
                     n = avatar.counts(k)["total"]
                     for method, img in (("coarse", out.coarse), ("full", out.refined)):
                         if method == "full" and not net.cfg.model.use_refiner:
                             continue
-                        add((name, method, k), {"gaussians": n, **_scores(img.clamp(0, 1), gt, lpips, mm, dl, df)})
+                        add((name, method, k), {"gaussians": n, **_scores(img.clamp(0, 1), gt, lpips, mm, dl, df, idm, ids)})
                     bar.update(1)
         bar.close()
     finally:
         if mm is not None:
             mm.close()
     rows = [_row(key, vals) for key, vals in acc.items()]
-    notes = [f"LPIPS: {lpips.label}", CSIM_NOTE, f"model: {net.label}; encoder weights: {net.encoder.weights_source}",
+    notes = [f"LPIPS: {lpips.label}", idm.note() if idm else "CSIM / same person not computed (identity metric off)",
+             f"model: {net.label}; encoder weights: {net.encoder.weights_source}",
              f"{len(clips)} clip(s) from {data} ({split}), frames at {size}x{size}; self: first frame drives to the others, "
              "truth composited on the background outside the portrait mask; cross: clip i's avatar driven by clip i+1 (neck placement)"]
     if mm is not None:
@@ -330,10 +340,13 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
     return EvalResult(rows, notes, {"data": str(data), "split": split, "clips": [c.name for c in clips], "lods": levels, "checkpoint": net.label})
 
 
-def _scores(pred: Tensor, gt: Tensor | None, lpips: Lpips, mm: MotionMetrics | None, drv_lm, drv_fit) -> dict:
+def _scores(pred: Tensor, gt: Tensor | None, lpips: Lpips, mm: MotionMetrics | None, drv_lm, drv_fit, idm: IdentityMetric | None,
+            ids) -> dict:
     out: dict = {"frames": pred.shape[0]}
     if gt is not None:
         out.update(psnr=_mean(psnr(pred, gt)), ssim=_mean(ssim(pred, gt)), lpips=_mean(lpips(pred, gt)))
+    if idm is not None:
+        out.update(idm.scores(pred, ids))
     if mm is not None and drv_lm is not None:
         out.update(mm.scores(pred, drv_lm, drv_fit, ground_truth=gt is not None))
     return out
@@ -346,10 +359,14 @@ def _row(key: tuple, scores: list[dict]) -> dict:
     counts = [s["gaussians"] for s in scores if "gaussians" in s]
     row: dict = {"setting": setting, "method": method, "lod": "–" if lod is None else lod,
                  "gaussians": round(float(np.mean(counts))) if counts else "–", "frames": sum(s["frames"] for s in scores)}
-    if any("motion_frames" in s for s in scores):
-        row["motion_frames"] = sum(s.get("motion_frames", 0) for s in scores)
+    for count in ("motion_frames", "face_frames", "face_found"):
+        if any(count in s for s in scores):
+            row[count] = sum(s.get(count, 0) for s in scores)
+    if row.get("face_frames"):
+        row["face_share"] = row["face_found"] / row["face_frames"]  # renders with a face, of the truths with one
     for k, _, _ in COLUMNS:
-        weight = "motion_frames" if k in ("akd", "aed", "apd") else "frames"
+        weight = {"akd": "motion_frames", "aed": "motion_frames", "apd": "motion_frames", "csim": "face_found",
+                  "same_person": "face_frames"}.get(k, "frames")
         have = [(s[k], s[weight]) for s in scores if s.get(k) is not None and s.get(weight, 0) > 0]
         if have:
             row[k] = float(np.average([v for v, _ in have], weights=[w for _, w in have]))

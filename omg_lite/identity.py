@@ -37,8 +37,8 @@ MODEL_FILES = {"descriptor": "dlib_face_recognition_resnet_model_v1.dat", "align
 LABEL = "dlib ResNet descriptor (128-d; the peers use ArcFace: compare orderings, not values)"
 
 
-class IdentityModelMissing(RuntimeError):
-    """dlib or its model files are not installed."""
+class IdentityModelMissing(FileNotFoundError):
+    """dlib or its model files are not installed (the CLI turns it into one error line)."""
 
 
 def model_file(name: str) -> Path:
@@ -117,8 +117,8 @@ def identity_scores(pred: Embeddings, truth: Embeddings) -> dict:
     """CSIM and same-person rate of renders against their truths (module docstring for the counting).
 
     Returns ``face_frames`` (truths with a face), ``face_found`` (renders with a face among them),
-    and, where any pair has both faces, ``csim`` (mean over those pairs) and ``same_person``
-    (the share of ``face_frames`` whose render is within dlib's 0.6).
+    ``csim`` (the mean over the pairs where both faces are found, when any is) and ``same_person``
+    (the share of ``face_frames`` whose render is within dlib's 0.6, when any truth has a face).
     """
     if len(pred) != len(truth):
         raise ValueError(f"{len(pred)} renders against {len(truth)} truths")
@@ -127,5 +127,37 @@ def identity_scores(pred: Embeddings, truth: Embeddings) -> dict:
     out: dict = {"face_frames": int(have.sum()), "face_found": int(both.sum())}
     if both.any():
         out["csim"] = float(cosine(pred.vectors[both], truth.vectors[both]).mean())
+    if have.any():
         out["same_person"] = float((distance(pred.vectors[both], truth.vectors[both]) < SAME_PERSON_DISTANCE).sum() / have.sum())
     return out
+
+
+class IdentityMetric:
+    """CSIM and the same-person rate of image batches for ``omg-lite eval``, counting images without a face."""
+
+    def __init__(self):
+        self.model = IdentityModel()
+        self.stats = {"renders": 0, "found": 0, "references": 0, "reference_found": 0}
+
+    def _embed(self, images) -> Embeddings:  # [M, 3, S, S] tensor in [0, 1]
+        from omg_lite.avatar import to_uint8
+
+        return self.model.embed(to_uint8(images))
+
+    def reference(self, images) -> Embeddings:  # [M, 3, S, S]: the images that renders are compared with
+        e = self._embed(images)
+        self.stats["references"] += len(e)
+        self.stats["reference_found"] += int(e.found.sum())
+        return e
+
+    def scores(self, renders, reference: Embeddings) -> dict:  # renders [M, 3, S, S] against reference [M]
+        e = self._embed(renders)
+        self.stats["renders"] += len(e)
+        self.stats["found"] += int(e.found.sum())
+        return identity_scores(e, reference)
+
+    def note(self) -> str:
+        s = self.stats
+        return (f"CSIM / same person: {LABEL}; dlib found a face in {s['found']} of {s['renders']} scored images (baselines and "
+                f"renders; per row: face_found of face_frames in the JSON) and in {s['reference_found']} of {s['references']} "
+                "reference images (truth, or the source image across identities); same person counts a render without a face as not")

@@ -9,7 +9,7 @@ One command trains what it needs and evaluates it on identities no run trained o
    A run that already reached its steps is reused; an interrupted one resumes;
 3. self-reenactment on the held-out identities (``omg_lite.evaluate``): the full model at every
    level of detail (the paper's Sub #0 / #1 / #2 rows, with Gaussian counts) and every variant at
-   the finest level (I_r, or I_c for ``no_refiner``);
+   the finest level (I_r, or I_c for ``no_refiner``); the ablation table adds CSIM (dlib, ``omg_lite.identity``);
 4. OUT/tables.md (the tables, which of the paper's orderings hold here, the command) and
    OUT/tables.json, each written atomically; with ``readme`` the same markdown also replaces the
    block between the two marker lines :data:`README_BEGIN` / :data:`README_END` of that file.
@@ -63,7 +63,8 @@ class Tables:
                 "|---|---|---|---|---|---|"]
         for r in self.ablation_rows:
             p = PAPER_ABLATION[r["variant"]]
-            out.append(f"| {LABELS[r['variant']]} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | – | {p[0]:.2f} / {p[1]:.3f} / {p[2]:.3f} |")
+            csim = "–" if r.get("csim") is None else f"{r['csim']:.3f}"
+            out.append(f"| {LABELS[r['variant']]} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | {csim} | {p[0]:.2f} / {p[1]:.3f} / {p[2]:.3f} |")
         out += ["", "### The paper's orderings here", ""]
         out += [f"- {'holds' if ok else 'does NOT hold'}: {claim}" for claim, ok in self.orderings]
         out += ["", *[f"- {n}" for n in self.notes], "", f"Produced by `{self.command}`."]
@@ -173,11 +174,11 @@ def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None,
         r = evaluate(net, data, lods, split="heldout", cross=False, motion=False, progress=progress)
         method = "full" if net.cfg.model.use_refiner else "coarse"
         rows = {row["lod"]: row for row in r.rows if row["method"] == method}
-        pick = lambda row: {k: row[k] for k in ("gaussians", "psnr", "ssim", "lpips", "frames")}  # noqa: E731
+        pick = lambda row: {k: row.get(k) for k in ("gaussians", "psnr", "ssim", "lpips", "csim", "same_person", "face_found", "frames")}  # noqa: E731
         ablation_rows.append({"variant": v, "lod": finest, **pick(rows[finest])})
         if v == "full":
             lod_rows = [{"lod": k, **pick(rows[k])} for k in lods]
-            labels = [r.notes[0], f"encoder weights: {net.encoder.weights_source}"]  # the LPIPS trunk and the backbone
+            labels = [r.notes[0], r.notes[1], f"encoder weights: {net.encoder.weights_source}"]  # LPIPS trunk, identity model, backbone
     command = "omg-lite tables " + " ".join(shlex.quote(a) for a in ["--out", str(out), "--preset", preset]
                                             + ([] if steps is None else ["--steps", str(steps)])
                                             + (["--set", *overrides] if overrides else []))
@@ -185,7 +186,7 @@ def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None,
              f"synthetic identities x {t.synth_frames} frames at {t.image_size}x{t.image_size}; metrics on the last {t.heldout} identities "
              "(never trained on): self-reenactment, first frame -> the others, truth composited on the background",
              *labels,
-             "CSIM needs a face-identity model (ArcFace); none is available offline, so it is not computed",
+             "CSIM: mean over the frames where dlib finds a face in both render and truth ('–': in none); face_found per row in tables.json",
              "the paper's figures are VFHQ at 512x512 with a trained DINOv2: compare orderings, not values"]
     tables = Tables(lod_rows, ablation_rows, orderings(lod_rows, ablation_rows), notes, command)
     for name, text in (("tables.md", tables.markdown()), ("tables.json", json.dumps(tables.to_dict(), indent=2) + "\n")):

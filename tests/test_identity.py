@@ -9,6 +9,8 @@ checked against the cosine written out here.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -74,7 +76,7 @@ def test_no_face_is_counted_not_a_crash(model):
     assert s["face_frames"] == 2 and s["face_found"] == 1 and s["same_person"] == 0.5
     assert s["csim"] == pytest.approx(1.0)
     none = identity_scores(model.embed(blank[None]), model.embed(face[None]))
-    assert none == {"face_frames": 1, "face_found": 0}
+    assert none == {"face_frames": 1, "face_found": 0, "same_person": 0.0}  # no CSIM without a face; not the same person
 
 
 def test_cosine_and_distance_in_closed_form():
@@ -92,3 +94,47 @@ def test_samples_name_their_files_and_refuse_unknown_names(capsys):
     with pytest.raises(ValueError, match="is a video"):
         samples.image("carphone")
     assert samples.main(["carphone"]) == 0 and capsys.readouterr().out.strip().endswith("carphone_pristine.mp4")
+
+
+def _dlib_descriptor(image: np.ndarray):  # [H, W, 3] uint8 -> [128] or None, with dlib's own calls
+    import dlib
+
+    from omg_lite.identity import model_file
+
+    image = np.ascontiguousarray(image)
+    det = dlib.get_frontal_face_detector()
+    for up in (1, 2):
+        boxes = list(det(image, up))
+        if boxes:
+            shape = dlib.shape_predictor(str(model_file("aligner")))(image, max(boxes, key=lambda b: b.area()))
+            return np.array(dlib.face_recognition_model_v1(str(model_file("descriptor"))).compute_face_descriptor(image, shape))
+    return None
+
+
+def test_eval_identity_columns_recomputed_with_dlib():
+    """``omg-lite eval``'s CSIM / same-person rate of the unchanged-source row, recomputed with dlib's own calls."""
+    from omg_lite.avatar import DEFAULT_CHECKPOINT, AvatarModel, to_uint8
+    from omg_lite.evaluate import clip_folders, evaluate, read_clip
+
+    data = Path(__file__).resolve().parents[1] / "data_samples" / "synth_128"
+    net = AvatarModel.load(DEFAULT_CHECKPOINT, device="cpu")
+    r = evaluate(net, data, lods=[0], max_frames=3, cross=False, motion=False, progress=False)
+    cos, same, frames, found = [], [], 0, 0
+    for folder in clip_folders(data):
+        c = read_clip(folder, net.image_size, max_frames=3)
+        truth = to_uint8(c.rgb * c.mask + net.cfg.model.background * (1 - c.mask))  # [M, S, S, 3]
+        src = _dlib_descriptor(truth[0])
+        for j in range(1, len(c)):
+            t = _dlib_descriptor(truth[j])
+            if t is None:
+                continue
+            frames += 1
+            if src is not None:
+                found += 1
+                cos.append(src @ t / np.linalg.norm(src) / np.linalg.norm(t))
+                same.append(np.linalg.norm(src - t) < 0.6)
+    row = next(x for x in r.rows if x["method"] == "source")
+    assert found > 0 and row["face_frames"] == frames and row["face_found"] == found
+    assert row["csim"] == pytest.approx(np.mean(cos), abs=1e-6)
+    assert row["same_person"] == pytest.approx(np.sum(same) / frames, abs=1e-9)
+    assert any(x.get("face_frames") for x in r.rows if x["method"] != "source")  # renders are scored too
