@@ -16,6 +16,9 @@ Settings:
 
 Rows (the paper's baselines beside the model): ``source`` (the source image unchanged),
 ``coarse`` (I_c, the splatted RGB without the refiner) and ``full`` (I_r), per level of detail.
+Rows are keyed (setting, method, lod) and every score goes through ``_scores``: another avatar of
+the same source (a personalised one, issue 18) joins the table as more methods of the same clip
+(e.g. ``full+fit``), scored on the same drivers, truths and metrics.
 
 Metrics, each image scored alone and averaged over frames:
 
