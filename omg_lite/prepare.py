@@ -51,8 +51,6 @@ import numpy as np
 from omg_lite.config import Config
 from omg_lite.io import atomic_file, check_writable, remove_stale
 
-log = logging.getLogger(__name__)
-
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
 STATE = ".prepare"
 INDEX = "index.jsonl"
@@ -233,8 +231,7 @@ def prepare_clip(src: Source, out: Path, cfg: Config, s: PrepareSettings, digest
 
     head, detector = _tools(cfg)  # once per process, outside the clip's time; a broken install stops the run here
     t0, c0 = time.perf_counter(), time.process_time()
-    rec = {"name": src.name, "source": str(src.path), "sha256": digest, "status": "ok", "reason": "", "frames": 0, "valid": 0,
-           "error_pct_iod": None, "face_px": None, "seconds": 0.0, "cpu_seconds": 0.0, "notes": []}  # fmt: skip
+    rec = _record(src, digest)
     notes = _Notes()
     logging.getLogger("omg_lite").addHandler(notes)
     try:
@@ -261,6 +258,12 @@ def prepare_clip(src: Source, out: Path, cfg: Config, s: PrepareSettings, digest
     rec["seconds"], rec["cpu_seconds"] = round(time.perf_counter() - t0, 3), round(time.process_time() - c0, 3)
     _write_json(out / STATE / "records" / f"{src.name}.json", rec)
     return rec
+
+
+def _record(src: Source, digest: str, status: str = "ok", reason: str = "") -> dict:
+    """One line of the index (the fields the tracker fills start empty)."""
+    return {"name": src.name, "source": str(src.path), "sha256": digest, "status": status, "reason": reason, "frames": 0, "valid": 0,
+            "error_pct_iod": None, "face_px": None, "seconds": 0.0, "cpu_seconds": 0.0, "notes": []}  # fmt: skip
 
 
 def _head_name(head) -> str:
@@ -318,10 +321,11 @@ def write_index(out: Path, sources: list[Source]) -> list[dict]:
     return lines
 
 
-def _todo(sources: list[Source], mine: list[Source], out: Path, retry: bool) -> list[Source]:
+def _todo(mine: list[Source], out: Path, retry: bool) -> list[Source]:
+    """The videos without a record (or, with ``retry``, a failed / skipped one; or an ok one whose clip is gone)."""
     recs = read_records(out)
-    done = {n for n, r in recs.items() if (r["status"] != "ok" or (out / n / "track.json").is_file()) and not (retry and r["status"] != "ok")}
-    return [s for s in mine if s.name not in done]
+    done = lambda r: (out / r["name"] / "track.json").is_file() if r["status"] == "ok" else not retry  # noqa: E731
+    return [x for x in mine if x.name not in recs or not done(recs[x.name])]
 
 
 def _plan(src: Source, sources: list[Source], sizes: dict[Path, int]) -> tuple[str, str | None, str | None]:
@@ -348,15 +352,9 @@ def prepare(videos: str | os.PathLike, out: str | os.PathLike, cfg: Config | Non
     index, count = parse_shard(shard)
     sources, out = find_videos(videos), Path(out)
     _settings_file(out, cfg, s)
-    sizes = {}
-    for src in sources:
-        try:
-            sizes[src.path] = src.path.stat().st_size if os.access(src.path, os.R_OK) and src.path.is_file() else None
-        except OSError:
-            pass
-    sizes = {p: n for p, n in sizes.items() if n is not None}
+    sizes = {x.path: x.path.stat().st_size for x in sources if x.path.is_file() and os.access(x.path, os.R_OK)}  # readable files
     mine = sources[index::count]
-    todo = _todo(sources, mine, out, retry)
+    todo = _todo(mine, out, retry)
     t0, frames, recs = time.perf_counter(), 0, []
     bar = tqdm(total=len(todo), unit="video", desc=f"prepare {index}/{count}" if count > 1 else "prepare", disable=not progress)
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) if workers > 1 else None
@@ -367,8 +365,7 @@ def prepare(videos: str | os.PathLike, out: str | os.PathLike, cfg: Config | Non
             _clear_leftovers(out, src.name)
             digest, dup, unreadable = _plan(src, sources, sizes)
             if unreadable:
-                rec = {"name": src.name, "source": str(src.path), "sha256": "", "status": "failed", "reason": unreadable, "frames": 0,
-                       "valid": 0, "error_pct_iod": None, "face_px": None, "seconds": 0.0, "cpu_seconds": 0.0, "notes": []}  # fmt: skip
+                rec = _record(src, "", "failed", unreadable)
                 _write_json(out / STATE / "records" / f"{src.name}.json", rec)
                 finish(rec)
             elif pool is None:
@@ -405,7 +402,7 @@ def prepare(videos: str | os.PathLike, out: str | os.PathLike, cfg: Config | Non
     names = {x.name for x in mine}
     return {"out": str(out), "shard": f"{index}/{count}", "workers": workers, "videos": len(sources), "this_shard": len(mine),
             "done_now": len(recs), "done_before": len(mine) - len(todo), "indexed": len(lines),
-            "pending": len(sources) - len(lines), "ok": sum(r["status"] == "ok" for r in lines if r["name"] in names),
+            "pending": len({x.name for x in sources} - {r["name"] for r in lines}), "ok": sum(r["status"] == "ok" for r in lines if r["name"] in names),
             "skipped": [(r["name"], r["reason"]) for r in lines if r["status"] == "skipped" and r["name"] in names],
             "failed": [(r["name"], r["reason"]) for r in lines if r["status"] == "failed" and r["name"] in names],
             "frames_now": frames, "seconds": round(wall, 2), "s_per_frame": round(wall / frames, 4) if frames else None,
