@@ -199,7 +199,7 @@ def _tools(cfg: Config):
         from omg_lite.tracking.landmarks import LandmarkDetector
 
         _WORKER["head"] = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
-        _WORKER["detector"] = LandmarkDetector()
+        _WORKER["detector"] = LandmarkDetector(face=cfg.track.face)
     return _WORKER["head"], _WORKER["detector"]
 
 
