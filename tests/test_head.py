@@ -1,7 +1,8 @@
 """Tests of the head model (FLAME layer, FLAME file loader, offline stand-in).
 
 Independent truths: rotations from scipy's Rotation, joints and blendshapes recomputed with
-plain numpy algebra, mesh topology from trimesh, a FLAME-layout pickle written here (with a
+plain numpy algebra, FLAME's whole forward pass (pose correctives, kinematic chain, LBS) written
+out in numpy for a model with non-zero pose correctives, mesh topology from trimesh, a FLAME-layout pickle written here (with a
 fake chumpy class), and geometric facts about a head (sizes, axes, what is in front of what).
 """
 
@@ -125,9 +126,59 @@ def test_blendshapes_are_linear_under_a_fixed_pose(head):
     np.testing.assert_allclose(lhs, rhs, atol=1e-8)
 
 
-def test_head_params_and_separate_tensors_agree(head):
-    p = _params(head, 2, seed=6, pose_scale=0.1)
-    np.testing.assert_array_equal(_np(head(p).vertices), _np(head(p.shape, p.expression, p.pose, p.translation).vertices))
+def _flame_numpy(T, S, E, P, Jreg, W, parents, beta, psi, theta, trans):
+    """FLAME's forward pass for one sample, written out in numpy (Li et al. 2017, Eq. 1-4):
+    T_P = T + B_S + B_E + B_P with B_P = P vec(R_k - I) over joints 1..4, J = R_J (T + B_S + B_E),
+    G_k = G_parent(k) [R_k | J_k - J_parent(k)], v = sum_k w_k G_k [I | -J_k] [T_P; 1] + t."""
+    shaped = T + S @ beta + E @ psi  # [V, 3]
+    J = Jreg @ shaped  # [5, 3]
+    R = [Rotation.from_rotvec(theta[3 * k : 3 * k + 3]).as_matrix() for k in range(5)]
+    posed = shaped + P @ np.concatenate([(R[k] - np.eye(3)).ravel() for k in range(1, 5)])
+    G = []
+    for k in range(5):
+        local = np.eye(4)
+        local[:3, :3] = R[k]
+        local[:3, 3] = J[k] - (J[parents[k]] if k > 0 else 0.0)
+        G.append(local if k == 0 else G[parents[k]] @ local)
+    homo = np.concatenate([posed, np.ones((len(posed), 1))], 1)  # [V, 4]
+    verts = np.zeros_like(posed)
+    for k in range(5):
+        unrest = np.eye(4)
+        unrest[:3, 3] = -J[k]
+        verts += W[:, k : k + 1] * (homo @ (G[k] @ unrest).T)[:, :3]
+    return verts + trans, np.stack([g[:3, 3] for g in G]) + trans
+
+
+def _posedirs(V: int, seed: int) -> np.ndarray:
+    """Pose correctives of FLAME's size (a few mm per radian): [V, 3, 36]."""
+    return 0.004 * np.random.default_rng(seed).standard_normal((V, 3, 36))
+
+
+@pytest.fixture(scope="module")
+def posed_head(head) -> HeadModel:
+    """The stand-in with non-zero pose correctives, as a FLAME file has them."""
+    a = {k: _np(getattr(head, k)) for k in ("v_template", "faces", "shapedirs", "exprdirs", "J_regressor", "weights", "parents")}
+    return HeadModel(**a, posedirs=_posedirs(head.num_vertices, seed=11)).double()
+
+
+def _check_against_numpy(model: HeadModel, p: HeadParams) -> None:
+    args = [_np(x) for x in (model.v_template, model.shapedirs, model.exprdirs, model.posedirs, model.J_regressor, model.weights)]
+    T, S, E, P, Jreg, W = args
+    parents = _np(model.parents).tolist()
+    for out in (model(p), model(p.shape, p.expression, p.pose, p.translation)):
+        for b in range(p.batch):
+            v, j = _flame_numpy(T, S, E, P, Jreg, W, parents, _np(p.shape[b]), _np(p.expression[b]), _np(p.pose[b]), _np(p.translation[b]))
+            np.testing.assert_allclose(_np(out.vertices[b]), v, atol=1e-9)
+            np.testing.assert_allclose(_np(out.joints[b]), j, atol=1e-9)
+
+
+def test_pose_correctives_and_the_kinematic_chain_match_flames_formulas_in_numpy(posed_head):
+    p = _params(posed_head, 3, seed=6, pose_scale=0.3)  # every joint rotated at once (root, neck, jaw, both eyes)
+    assert (p.pose.view(3, 5, 3).norm(dim=-1) > 0.05).all()
+    corr = _np(posed_head.posedirs).reshape(-1, 36) @ np.concatenate(
+        [(Rotation.from_rotvec(_np(p.pose[0, 3 * k : 3 * k + 3])).as_matrix() - np.eye(3)).ravel() for k in range(1, 5)])
+    assert np.abs(corr).max() > 0.002  # the correctives move vertices by millimetres: a wrong input would show
+    _check_against_numpy(posed_head, p)
 
 
 def test_dtype_follows_the_module():
@@ -323,7 +374,7 @@ def _fake_chumpy_class():
     return chumpy, ch, Ch
 
 
-def _write_flame_like(path, head: HeadModel, with_chumpy: bool = True) -> dict:
+def _write_flame_like(path, head: HeadModel, with_chumpy: bool = True, posedirs: np.ndarray | None = None) -> dict:
     S, E = _np(head.shapedirs), _np(head.exprdirs)
     V = head.num_vertices
     shapedirs = np.zeros((V, 3, 400))
@@ -333,7 +384,7 @@ def _write_flame_like(path, head: HeadModel, with_chumpy: bool = True) -> dict:
         "v_template": _np(head.v_template),
         "f": _np(head.faces).astype(np.uint32),
         "shapedirs": shapedirs,
-        "posedirs": np.zeros((V, 3, 36)),
+        "posedirs": np.zeros((V, 3, 36)) if posedirs is None else posedirs,
         "J_regressor": scipy.sparse.csc_matrix(_np(head.J_regressor)),
         "weights": _np(head.weights),
         "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.int64),
@@ -369,6 +420,14 @@ def test_flame_layout_round_trip_gives_identical_vertices(tmp_path, head):
     np.testing.assert_array_equal(_np(a.landmarks), _np(b.landmarks))
     for name in ("scalp", "face", "eyeballs"):
         assert _np(flame.regions[name]).sum() > 10
+
+
+def test_a_flame_file_with_pose_correctives_matches_flames_formulas_in_numpy(tmp_path, head):
+    path = tmp_path / "generic_model.pkl"
+    _write_flame_like(path, head, with_chumpy=False, posedirs=_posedirs(head.num_vertices, seed=12))
+    flame = HeadModel.from_flame(path, n_shape=20, n_expr=16).double()
+    assert np.abs(_np(flame.posedirs)).max() > 0
+    _check_against_numpy(flame, _params(flame, 2, seed=13, pose_scale=0.3))
 
 
 def test_flame_static_embedding_gives_the_51_inner_landmarks(tmp_path, head):
