@@ -26,3 +26,20 @@ def run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("smoke") / "run"
     Trainer(cfg, folder, preset_name="smoke", progress=False).save()
     return folder
+
+
+@pytest.fixture(scope="session")
+def lpips_reference():
+    """LPIPS from the `lpips` package called directly, with the trunk and heads of a model under
+    test copied in: ``ref(model, net, x, y)`` (net: its trunk name) for x, y [B, 3, H, W] in [0, 1] feeds the package its
+    documented [-1, 1] inputs, 2x - 1 (lpips.LPIPS.forward with its default normalize=False)."""
+    import lpips
+    import torch
+
+    def ref(model, net, x, y):  # -> [B]
+        pkg = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+        pkg.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            return pkg.eval()(2 * x - 1, 2 * y - 1).flatten()
+
+    return ref
