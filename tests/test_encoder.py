@@ -1,7 +1,7 @@
 """The DINOv2 encoder and its feature cache.
 
 Independent truths: timm's own model run on the same normalised input (the local-file path must
-reproduce it exactly), the ViT's token arithmetic (T = (S / 14)^2), and bitwise equality of a
+reproduce it exactly), Pillow's bilinear resize (the odd-size policy), the ViT's token arithmetic (T = (S / 14)^2), and bitwise equality of a
 cache hit with a fresh computation.
 """
 
@@ -52,11 +52,16 @@ def test_shapes_at_518_with_bilinear_head():
 
 
 def test_odd_size_is_resized_not_padded(small224):
-    """Policy: any H x W is resized to image_size^2, so a stretched copy gives the same features."""
-    img = torch.rand(1, 3, 224, 224)
-    big = F.interpolate(img, size=(250, 300), mode="nearest")
-    resized = F.interpolate(big, size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
-    torch.testing.assert_close(small224(big).tokens, small224(resized).tokens)
+    """Policy: any H x W is resized (antialiased bilinear, not padded or cropped) to image_size^2:
+    the features of a 250 x 300 image are those of Pillow's bilinear resize of it to 224 x 224."""
+    import numpy as np
+    from PIL import Image
+
+    big = torch.rand(1, 3, 250, 300, generator=torch.Generator().manual_seed(0))
+    pil = [np.asarray(Image.fromarray(big[0, c].numpy(), mode="F").resize((224, 224), Image.BILINEAR)) for c in range(3)]
+    resized = torch.from_numpy(np.stack(pil))[None]  # [1, 3, 224, 224]
+    torch.testing.assert_close(small224(big).tokens, small224(resized).tokens, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(small224(big).tokens, small224(big[..., :224, :224]).tokens, atol=1e-3)  # a crop is another input
 
 
 def test_frozen_backbone_trainable_head(small224):

@@ -552,11 +552,27 @@ def test_bench_attention_rejects_bad_options():
 
 
 @pytest.mark.slow
-def test_bench_attention_runs_each_size_in_its_own_process():
-    from omg_lite.bench.attention import AttentionBench
+def test_bench_attention_runs_each_size_in_its_own_process(monkeypatch):
+    import json
+    import subprocess
+    import sys
 
-    rows = AttentionBench(queries_low=64, queries_high=1024, dim=16, tokens=8, token_dim=16, layers=1, heads=2, mlp_ratio=2, repeat=1).run()
+    from omg_lite.bench import attention as bench_attention
+
+    children = []  # (config, the child's own reply)
+    real_run = subprocess.run
+
+    def run(cmd, **kw):
+        done = real_run(cmd, **kw)
+        children.append((cmd, json.loads(done.stdout.strip().splitlines()[-1])))
+        return done
+
+    monkeypatch.setattr(bench_attention.subprocess, "run", run)
+    rows = bench_attention.AttentionBench(queries_low=64, queries_high=1024, dim=16, tokens=8, token_dim=16, layers=1, heads=2, mlp_ratio=2, repeat=1).run()
+    assert all(cmd[:3] == [sys.executable, "-m", "omg_lite.bench.attention"] for cmd, _ in children)
+    configs = [(json.loads(cmd[3])["mode"], json.loads(cmd[3])["queries"]) for cmd, _ in children]
+    assert configs == [("inference", 64), ("inference", 1024), ("training", 64), ("training", 1024)]  # one interpreter each
     assert [r["mode"] for r in rows] == ["inference"] * 3 + ["training"] * 3
-    assert [r["queries"] for r in rows[:2]] == [64, 1024]
-    assert rows[2]["theory"] == 16.0 and rows[2]["ms"] == rows[1]["ms"] / rows[0]["ms"]
-    assert all(r["ms"] > 0 and r["peak_mb"] >= 0 for r in rows)
+    for (_, reply), row in zip(children, [rows[0], rows[1], rows[3], rows[4]]):
+        assert (row["ms"], row["peak_mb"]) == (reply["ms"], reply["peak_mb"])  # each row is its own child's figure
+    assert rows[2]["theory"] == 16.0 and rows[2]["ms"] == pytest.approx(children[1][1]["ms"] / children[0][1]["ms"])

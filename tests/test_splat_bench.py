@@ -1,10 +1,16 @@
-"""The render benchmark: its head-sized cloud is what its docstring says, and it reports its figures."""
+"""The render benchmark: its head-sized cloud is what its docstring says, each configuration runs in
+a fresh interpreter, and it reports the figures of the render it names."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import pytest
 import torch
 
-from omg_lite.bench.render import head_camera, head_cloud, measure, measure_fresh
+from omg_lite.bench.render import head_camera, head_cloud, measure_fresh
 
 
 def test_head_cloud_is_head_sized():
@@ -25,14 +31,19 @@ def test_head_cloud_is_head_sized():
     assert 0.6 < (uv[0, :, 1].max() - uv[0, :, 1].min()) / 256 < 0.9
 
 
-def test_measure_reports_every_figure():
-    row = measure(500, 32, 4, backward=True, repeat=1)
-    assert row["pass"] == "fwd+bwd" and row["N"] == 500 and row["S"] == 32 and row["C"] == 4
-    assert row["pairs"] > 0 and row["ms"] > 0
-    assert abs(row["Mpairs_s"] - row["pairs"] / row["ms"] / 1e3) < 1e-9
+def test_measure_fresh_runs_in_its_own_interpreter_and_reports_the_renders_pairs(monkeypatch):
+    """One ``python -m omg_lite.bench.render`` per configuration (the memory peak is its own), and
+    the row's figures are those of ``render`` on the cloud and camera it names."""
+    from omg_lite.bench import render as bench_render
+    from omg_lite.splat import render
+
+    calls = []
+    real_run = subprocess.run
+    monkeypatch.setattr(bench_render.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or real_run(cmd, **kw))
+    row = measure_fresh(300, 16, 3, backward=True, repeat=1)
+    assert len(calls) == 1 and calls[0][:3] == [sys.executable, "-m", "omg_lite.bench.render"]
+    assert json.loads(calls[0][3]) == dict(gaussians=300, size=16, channels=3, backward=True, backend="torch", repeat=1)
+    assert (row["N"], row["S"], row["C"], row["pass"]) == (300, 16, 3, "fwd+bwd")
+    assert row["pairs"] == render(**head_cloud(300, 3), camera=head_camera(16)).pairs > 0
+    assert row["Mpairs_s"] == pytest.approx(row["pairs"] / (row["ms"] * 1e3))
     assert row["peak_mb"] >= row["render_mb"] >= 0
-
-
-def test_measure_fresh_runs_in_its_own_process():
-    row = measure_fresh(300, 16, 3, repeat=1)
-    assert row["pass"] == "fwd" and row["pairs"] > 0 and row["peak_mb"] > 0

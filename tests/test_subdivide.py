@@ -201,16 +201,18 @@ def test_float32_and_unused_vertex_is_carried():
     torch.testing.assert_close(y[0, 4:], torch.stack([(x[0, 0] + x[0, 1]) / 2, (x[0, 0] + x[0, 2]) / 2, (x[0, 1] + x[0, 2]) / 2]))
 
 
-def test_device_follows_inputs():
-    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
-    sub = Subdivider(faces, 4, levels=1)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
-        x = torch.randn(1, 4, 5, device=device)
-        y = sub(x, 1)
-        assert y.device == x.device
-        torch.testing.assert_close(y.cpu(), sub(x.cpu(), 1))
-        assert sub.to(device).faces[1].device.type == torch.device(device).type
+@pytest.mark.gpu
+def test_cuda_inputs_give_trimeshs_subdivision_on_cuda():
+    mesh = MESHES["open_sphere"]()
+    x, faces = _torch_mesh(mesh)
+    sub = Subdivider(faces, mesh.vertices.shape[0], levels=2).to("cuda")
+    assert sub.faces[2].device.type == "cuda"
+    ref_v, ref_f = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    for k in (1, 2):
+        ref_v, ref_f = trimesh.remesh.subdivide(ref_v, ref_f)
+        y = sub(x.cuda(), k)
+        assert y.device.type == "cuda"
+        _match(y[0].cpu().numpy(), ref_v)
 
 
 @pytest.mark.parametrize(
