@@ -32,7 +32,9 @@ def test_shoulder_mask_matches_the_true_torso_mask(data_samples, name):
         M_s = shoulder_mask(fr["mask"][None], head_mask(frags, band))[0]
         truth = fr["torso_mask"]
         ious.append(((M_s & truth).sum() / (M_s | truth).sum()).item())
-    assert sum(ious) / len(ious) >= 0.9, f"mean IoU {sum(ious) / len(ious):.4f} over {len(ious)} frames"
+    # Measured: mean 0.958 (synth_128) / 0.949 (synth_256), lowest frame 0.950 / 0.938; with the
+    # collar band dropped (hidden_faces=None): mean 0.891 / 0.881, lowest 0.856 / 0.872.
+    assert sum(ious) / len(ious) >= 0.935 and min(ious) >= 0.92, f"IoU mean {sum(ious) / len(ious):.4f}, lowest {min(ious):.4f} over {len(ious)} frames"
 
 
 def tube(rings: list[float], segments: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
