@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/omg-lite demo --out $(DEMO_OUT) --overwrite
 
 test: $(STAMP)
-	OMG_LITE_SMOKE=$(OMG_LITE_SMOKE) $(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
+	OMG_LITE_SMOKE=$(OMG_LITE_SMOKE) $(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
