@@ -7,6 +7,7 @@ render. Nothing here computes a result: every function draws what ``omg_lite.ava
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
@@ -93,11 +94,17 @@ def kept_tensors(avatar) -> list[dict]:
     for k, a in avatar.gaussians.levels.items():
         for name in ("features", "opacities", "scales", "quats"):
             t = getattr(a, name)
-            rows.append({"level": k, "attribute": name, "shape": tuple(t.shape), "data_ptr": t.data_ptr(), "sum": float(t.sum())})
+            rows.append({"level": k, "attribute": name, "shape": tuple(t.shape), "data_ptr": t.data_ptr(), "digest": _digest(t)})
     s = avatar.gaussians.shoulders
     if s is not None:
-        rows.append({"level": "S", "attribute": "means", "shape": tuple(s.means.shape), "data_ptr": s.means.data_ptr(), "sum": float(s.means.sum())})
+        rows.append({"level": "S", "attribute": "means", "shape": tuple(s.means.shape), "data_ptr": s.means.data_ptr(), "digest": _digest(s.means)})
     return rows
+
+
+def _digest(t: Tensor) -> str:
+    """SHA-256 of a tensor's values: exact, unlike a float sum, whose rounding depends on the threads and
+    the memory layout it is reduced with (the same values summed twice may differ in the last bits)."""
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def live_avatar(avatar, expression_components: int = 4, size: int | None = None):
