@@ -12,6 +12,14 @@ from typing import Annotated
 import tyro
 
 COMMANDS: dict = {}
+SIZE, FRAMES, LOD = (16, 2048), (1, 1_000_000), (0, 9)  # valid ranges of --size, --max-frames / --steps / --heldout, --lod
+
+
+def check_args(**args: tuple[int | None, tuple[int, int]]) -> None:
+    """Refuse a command-line number outside its range, naming the flag (before any work)."""
+    for name, (value, (lo, hi)) in args.items():
+        if value is not None and not lo <= value <= hi:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: choose a value in [{lo}, {hi}]")
 
 
 def synth(
@@ -159,6 +167,7 @@ def demo(
     from omg_lite.avatar import AvatarModel
     from omg_lite.demo import SAMPLE_DRIVER, SAMPLE_PORTRAIT, check_out, run_demo
 
+    check_args(size=(size, SIZE), max_frames=(max_frames, FRAMES))
     check_out(out, overwrite)  # before loading anything
     net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
     r = run_demo(image or SAMPLE_PORTRAIT, driver or SAMPLE_DRIVER, out, size=size, max_frames=max_frames, overwrite=overwrite, net=net)
@@ -203,6 +212,7 @@ def reenact(
     from omg_lite.demo import check_video_out
     from omg_lite.demo import reenact as run_reenact
 
+    check_args(size=(size, SIZE), max_frames=(max_frames, FRAMES), lod=(lod, LOD))
     check_video_out(out, overwrite)  # before loading anything
     net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
     path = run_reenact(checkpoint, source, driver, out, lod, preset, size, max_frames, net=net, overwrite=overwrite)
@@ -247,6 +257,7 @@ def run_eval(
     from omg_lite.avatar import AvatarModel
     from omg_lite.evaluate import evaluate
 
+    check_args(lod=(lod, LOD), heldout=(heldout, FRAMES), max_frames=(max_frames, FRAMES))
     net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
     r = evaluate(net, data, None if lod is None else [lod], split, heldout, max_frames, cross, motion, identity,
                  progress=not json)
@@ -279,6 +290,7 @@ def tables(
     from omg_lite.io import check_writable
     from omg_lite.tables import make_tables
 
+    check_args(steps=(steps, FRAMES))
     check_writable(out / "tables.md")  # before any work
     t = make_tables(out, preset, steps, tuple(variants), tuple(overrides), readme=readme)
     print(t.markdown())

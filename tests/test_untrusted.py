@@ -858,3 +858,18 @@ def test_eval_heldout_split_never_includes_training_clips(run):
     assert net.cfg.train.heldout == 1
     with pytest.raises(ValueError, match="--heldout 2: the checkpoint held out its last 1 identities"):
         evaluate(net, ROOT / "data_samples" / "synth_128", split="heldout", heldout=2, motion=False, cross=False)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["demo", "--size", 0], "--size 0: choose a value in [16, 2048]"),
+    (["demo", "--size", -4], "--size -4: choose a value in [16, 2048]"),
+    (["reenact", "--source", SAMPLE, "--driver", DRIVER, "--out", "x.mp4", "--size", 99999], "--size 99999: choose"),
+    (["reenact", "--source", SAMPLE, "--driver", DRIVER, "--out", "x.mp4", "--lod", -1], "--lod -1: choose a value in [0, 9]"),
+    (["eval", "--data", DRIVER, "--max-frames", 0], "--max-frames 0: choose a value in [1, 1000000]"),
+    (["eval", "--data", DRIVER, "--heldout", -2], "--heldout -2: choose"),
+    (["tables", "--out", "t", "--steps", 0], "--steps 0: choose"),
+])  # fmt: skip
+def test_command_line_numbers_are_range_checked_before_any_work(capfd, monkeypatch, args, says):
+    _no_work(monkeypatch)
+    rc, lines = _cli(capfd, *args)
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith(f"omg-lite: error: {says}"), lines
