@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from omg_lite.config import Config, strip_paths
+from omg_lite.config import Config, from_preset, strip_paths
 from omg_lite.config import preset as named_preset
 from omg_lite.features.encoder import DinoEncoder, EncoderOutput
 from omg_lite.geometry.camera import Camera
@@ -204,7 +204,7 @@ class AvatarModel:
     @classmethod
     def untrained(cls, preset: str = "smoke", device: str | torch.device = "auto", seed: int = 0) -> "AvatarModel":
         """A freshly initialised model of a preset (random encoder): for speed and pipeline checks only."""
-        cfg = named_preset(preset)
+        cfg = from_preset(preset)
         cfg.encoder.weights = "random"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

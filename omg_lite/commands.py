@@ -108,8 +108,7 @@ def train(
         overrides: section.field=value changes to the preset, e.g. --set train.steps=100 train.data=DIR.
         resume: Continue the run in --out from its newest checkpoint, exactly as if it had not stopped.
     """
-    from omg_lite.config import apply_overrides
-    from omg_lite.config import preset as named_preset
+    from omg_lite.config import apply_overrides, from_preset
     from omg_lite.io import check_writable
     from omg_lite.train import Trainer, ddp, run_config
 
@@ -118,10 +117,11 @@ def train(
         name, cfg = run_config(out)
         if preset is not None and preset != name:
             raise ValueError(f"{out} is a {name!r} run; --resume continues it with its own config (drop --preset {preset}, change fields with --set)")
+        cfg = apply_overrides(cfg, list(overrides))
     else:
         name = preset or "smoke"
-        cfg = named_preset(name)
-    trainer = Trainer(apply_overrides(cfg, list(overrides)), out, resume=resume, preset_name=name)
+        cfg = from_preset(name, list(overrides))
+    trainer = Trainer(cfg, out, resume=resume, preset_name=name)
     try:
         trainer.fit()
         held = trainer.evaluate() if trainer.cfg.train.heldout > 0 else {}

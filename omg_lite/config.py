@@ -7,6 +7,10 @@ two minutes on a 2-core CPU; without it they run the real sizes.
 Presets (``PRESETS``) name whole configurations: ``smoke`` (CI, seconds), ``lite`` (a laptop
 CPU, 128x128) and ``paper`` (the paper's settings on one GPU). Any field can be changed from the
 command line with ``--set section.field=value``; :func:`apply_overrides` refuses unknown keys.
+:func:`from_preset` does both, with the offline default of the head model: the ``paper`` preset
+asks for FLAME's 100 shape and 50 expression components, which only a FLAME file has; without
+one (``head.flame_path`` unset) the offline stand-in runs with the counts every offline set is
+made with (``HeadConfig``'s 20 / 16), and says so once. ``--set head.n_shape=...`` chooses.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -227,6 +232,7 @@ PRESETS: dict[str, Config] = {
     ),
     "lite": Config(train=TrainConfig(synth_identities=24, synth_frames=8, heldout=4, image_size=128, batch_size=4, steps=800, lod_schedule=(0.5, 0.8))),
     "paper": Config(
+        # FLAME's counts, used with a FLAME file; without one from_preset falls back to the stand-in's 20 / 16
         head=HeadConfig(n_shape=100, n_expr=50),
         encoder=EncoderConfig(name="vit_base_patch14_dinov2", image_size=518, local_size=296, local_dim=128),
         model=ModelConfig(token_dim=768, local_dim=128, dim=256, layers=2, heads=8, mlp_ratio=4, head_hidden=128, refiner_width=32, refiner_depth=3),
@@ -240,6 +246,35 @@ def preset(name: str) -> Config:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return copy.deepcopy(PRESETS[name])
+
+
+class OfflineHeadWarning(UserWarning):
+    """A preset's FLAME component counts were lowered to the offline stand-in's defaults."""
+
+
+def from_preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A named preset with ``section.field=value`` overrides and the offline head default.
+
+    Without a FLAME file the head counts of a preset that asks for more than the defaults
+    (``paper``: FLAME's 100 / 50) fall back to ``HeadConfig``'s 20 / 16, the counts of every
+    ``omg-lite synth`` set and of the shipped samples, with one warning; counts set explicitly
+    with ``head.n_shape`` / ``head.n_expr`` are kept (and refused by the stand-in if too many).
+    """
+    cfg = apply_overrides(preset(name), list(overrides))
+    chosen = {item.split("=", 1)[0].strip() for item in overrides}
+    default = HeadConfig()
+    head = cfg.head
+    asks_more = head.n_shape > default.n_shape or head.n_expr > default.n_expr
+    if head.flame_path is None and asks_more and not chosen & {"head.n_shape", "head.n_expr"}:
+        warnings.warn(
+            f"preset {name!r} asks for FLAME's {head.n_shape} shape / {head.n_expr} expression components, but no FLAME file "
+            f"is given (head.flame_path): using the offline stand-in head with {default.n_shape} / {default.n_expr}, the counts "
+            "of every omg-lite synth set; set head.flame_path=generic_model.pkl for FLAME's, or head.n_shape / head.n_expr to choose",
+            OfflineHeadWarning,
+            stacklevel=2,
+        )
+        head.n_shape, head.n_expr = default.n_shape, default.n_expr
+    return cfg
 
 
 def _parse(value: str, like: Any) -> Any:

@@ -24,8 +24,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from omg_lite.config import Config, apply_overrides
-from omg_lite.config import preset as named_preset
+from omg_lite.config import Config, apply_overrides, from_preset
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "full": (),
@@ -154,7 +153,7 @@ def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None,
     if readme is not None:
         _readme_parts(readme)  # a missing file or marker fails now, not after hours of training
     out = Path(out)
-    cfg = apply_overrides(named_preset(preset), list(overrides))
+    cfg = from_preset(preset, list(overrides))
     if steps is not None:
         cfg.train.steps, cfg.train.epochs = steps, 0.0
     t = cfg.train
