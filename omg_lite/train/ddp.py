@@ -41,6 +41,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         raise ValueError(f"train.device={name!r} but this machine has no CUDA device; use train.device=auto or cpu")
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise ValueError(f"train.device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0.."
+                         f"cuda:{torch.cuda.device_count() - 1}; choose one of them or train.device=auto")
     return device
 
 

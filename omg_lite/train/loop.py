@@ -31,6 +31,7 @@ import json
 import math
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +44,17 @@ from omg_lite.train import ddp
 from omg_lite.train.checkpoint import atomic_write_text, check_fits, latest_checkpoint, load_state, load_weights, save_checkpoint
 from omg_lite.train.data import PairBatch, PairDataset, collate
 from omg_lite.train.losses import MIN_SIZE, OMGLoss, build_lpips
+from omg_lite.train.memory import check_memory
 
 CONFIG_FILE = "config.json"
 
 
 class NonFiniteLoss(ValueError):
     """The loss became NaN or infinite: the run stopped without saving."""
+
+
+class AmpIgnoredWarning(UserWarning):
+    """train.amp=true on a device where bfloat16 autocast is not used (the CPU)."""
 
 
 class Net(nn.Module):
@@ -195,14 +201,18 @@ class Trainer:
             raise FileExistsError(f"{self.run} exists and is not a folder; choose another --out")
 
     def _check_config(self) -> None:
-        """The settings that need no data, checked before a synthetic set is rendered."""
-        t, levels = validate(self.cfg).train, self.cfg.model.levels
+        """The settings that need no data, checked before a synthetic set is rendered (and memory, before the first step)."""
+        t, levels, dev = validate(self.cfg).train, self.cfg.model.levels, self.dist.device
+        if t.amp and dev.type != "cuda":
+            warnings.warn(f"train.amp=true is ignored on {dev.type}: bfloat16 autocast is used on CUDA only, so this run trains in float32",
+                          AmpIgnoredWarning, stacklevel=3)
         if t.batch_size % self.dist.world:
             raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the number of processes ({self.dist.world})")
         if len(t.lod_schedule) > levels:
             raise ValueError(f"train.lod_schedule {t.lod_schedule} raises the level of detail {len(t.lod_schedule)} times but model.levels={levels}")
         if t.image_size < MIN_SIZE:
             raise ValueError(f"train.image_size={t.image_size} is too small: the loss needs at least {MIN_SIZE} pixels (LPIPS, SSIM)")
+        check_memory(self.preset, self.cfg, t.batch_size // self.dist.world, dev, self.dist.world)
 
     def _dataset(self) -> PairDataset:
         t = self.cfg.train
@@ -263,17 +273,24 @@ class Trainer:
         t = self.cfg.train
         return step_lod(step, self.steps, t.lod_schedule, t.coarser_share, t.seed)
 
-    def train_step(self, batch: PairBatch):
-        """Forward + loss for one batch at the current step's level of detail -> (loss terms, outputs)."""
+    def train_step(self, batch: PairBatch, lod: int | None = None):
+        """Forward + loss for one batch at level ``lod`` (default: the current step's) -> (loss terms, outputs)."""
         t, dev = self.cfg.train, self.dist.device
         batch = batch.to(dev)
-        lod = self.lod(self.step)
+        lod = self.lod(self.step) if lod is None else lod
         feats = self._features(batch.source_rgb)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=t.amp and dev.type == "cuda"):
             out = self.ddp_net(feats, batch, lod)
         refined = out.refined if self.cfg.model.use_refiner else None
         loss = self.criterion(out.coarse, refined, target_image(batch, self.cfg.model.background), out.offsets)
         return loss, out, batch
+
+    def update(self, loss) -> None:
+        """Backward of ``loss.total`` and one Adam step: step s -> s + 1."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        self.optimizer.step()
+        self.step += 1
 
     def fit(self, max_steps: int | None = None) -> list[dict[str, float]]:
         """Train up to ``train.steps`` (or ``max_steps`` more steps, an interruption); returns each step's losses."""
@@ -293,10 +310,7 @@ class Trainer:
                 if not ddp.all_true(bool(torch.isfinite(loss.total)), d):
                     where = f"the last good checkpoint is {self.checkpoint} (resume with --resume, perhaps with a lower train.lr)" if self.checkpoint else "no checkpoint was written yet"
                     raise NonFiniteLoss(f"the loss became {loss.total.item()} at step {self.step + 1}; training stopped without saving: {where}")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.total.backward()
-                self.optimizer.step()
-                self.step += 1
+                self.update(loss)
                 record = {"loss": loss.total.item(), **{k: v.item() for k, v in loss.terms.items()}}
                 history.append(record)
                 speed = t.batch_size / (time.perf_counter() - tic)
