@@ -3,13 +3,60 @@
 gsplat already uses the conventions ``render()`` documents (OpenCV camera, pixel centres at
 +0.5, near plane 0.01, 0.3 px^2 dilation, alpha in [1/255, 0.999], early stop at T <= 1e-4),
 so this is a thin wrapper: one camera per batch element, "RGB+ED" appends the expected depth.
+
+PyPI's gsplat compiles its CUDA kernels on first use (it needs nvcc and ninja); where that build
+or the first call fails, :func:`gsplat_usable` says so once and ``render(backend="auto")`` falls
+back to the torch backend on the same device. Any exception counts as a failure there: the
+build raises whatever the compiler, ninja or the loader raise, and each means "not usable".
 """
 
 from __future__ import annotations
 
+import warnings
+
+import torch
 from torch import Tensor
 
 from omg_lite.geometry.camera import Camera
+
+PREBUILT = "https://docs.gsplat.studio/whl (wheels for torch 2.0-2.4: pip install gsplat --index-url https://docs.gsplat.studio/whl/pt24cu124)"
+_USABLE: dict[str, bool] = {}
+
+
+class GsplatUnavailableWarning(UserWarning):
+    """gsplat's CUDA rasterizer did not build or run: backend "auto" uses the torch backend."""
+
+
+def _probe(device: torch.device) -> None:
+    """Build gsplat's kernels (first use) and render one Gaussian at 8x8 on ``device``."""
+    from gsplat.cuda._backend import _C
+
+    if _C is None:
+        raise RuntimeError("gsplat found no CUDA toolkit (nvcc) to build its kernels with")
+    one = lambda *v: torch.tensor([[v]], device=device)  # noqa: E731
+    render_gsplat(one(0.0, 0.0, 0.0), one(1.0, 0.0, 0.0, 0.0), one(0.1, 0.1, 0.1), torch.ones(1, 1, device=device),
+                  one(1.0, 1.0, 1.0), Camera.frontal(batch=1, size=8).to(device))
+    torch.cuda.synchronize(device)
+
+
+def gsplat_usable(device: torch.device) -> bool:
+    """Whether gsplat's rasterizer builds and runs on ``device``; the first failure warns once, later calls return False."""
+    key = str(device)
+    if key not in _USABLE:
+        try:
+            _probe(device)
+            _USABLE[key] = True
+        except Exception as e:  # noqa: BLE001 (see the module docstring)
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            warnings.warn(
+                f"gsplat's CUDA rasterizer is not usable on {key} ({type(e).__name__}: {first}): backend 'auto' renders with "
+                f"omg_lite's torch backend on {key} instead (same images, slower). For gsplat, give its first-use build nvcc and "
+                f"ninja (the CUDA toolkit of your torch build), or install a prebuilt wheel: {PREBUILT}",
+                GsplatUnavailableWarning,
+                stacklevel=3,
+            )
+            _USABLE[key] = False
+    return _USABLE[key]
 
 
 def render_gsplat(

@@ -30,7 +30,8 @@ projection and 16x16-tile blending, forward and backward, in float32); on other 
 the camera itself needs gradients, the readable path (projection of ``project.py`` and the
 compositor of ``torch_render.py``, autograd for gradients). ``"reference"`` always takes the
 readable path; ``"gsplat"`` calls ``gsplat.rasterization`` (CUDA only); ``"auto"`` picks gsplat
-on CUDA tensors and torch otherwise. All are differentiable with respect to means, quats,
+on CUDA tensors and torch otherwise, and torch on CUDA too where gsplat's kernels fail to build
+or run (one warning, ``gsplat_backend.gsplat_usable``). All are differentiable with respect to means, quats,
 scales, opacities, features and background. ``RenderOutput.pairs`` counts the Gaussian-pixel
 pairs blended (alpha >= 1/255, before the pixel's early stop); gsplat does not report it.
 """
@@ -44,6 +45,7 @@ import torch
 from torch import Tensor
 
 from omg_lite.geometry.camera import Camera
+from omg_lite.splat.gsplat_backend import gsplat_usable, render_gsplat
 from omg_lite.splat.project import INPUT_ERRORS, SCALE_MIN, project_gaussians
 from omg_lite.splat.torch_render import composite_torch
 
@@ -73,7 +75,7 @@ def render(
     C = features.shape[2]
     W, H = camera.width, camera.height
     if backend == "auto":
-        backend = "gsplat" if means.is_cuda else "torch"
+        backend = "gsplat" if means.is_cuda and gsplat_usable(means.device) else "torch"
     camera_grad = any(x.requires_grad for x in (camera.K, camera.R, camera.t))
     if backend == "torch" and not means.is_cuda and not camera_grad:
         fast = _fast_renderer()
@@ -84,8 +86,6 @@ def render(
     _check_values(means, quats, scales, opacities, features)
     scales = scales.clamp_min(SCALE_MIN)
     if backend == "gsplat":
-        from omg_lite.splat.gsplat_backend import render_gsplat
-
         colour, alpha, depth = render_gsplat(means, quats, scales, opacities, features, camera)
         pairs = None
     else:
