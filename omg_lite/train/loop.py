@@ -44,7 +44,7 @@ from omg_lite.train import ddp
 from omg_lite.train.checkpoint import atomic_write_text, check_fits, latest_checkpoint, load_state, load_weights, save_checkpoint
 from omg_lite.train.data import PairBatch, PairDataset, collate
 from omg_lite.train.losses import MIN_SIZE, OMGLoss, build_lpips
-from omg_lite.train.memory import check_memory
+from omg_lite.train.memory import OutOfMemory, check_memory, oom_advice
 
 CONFIG_FILE = "config.json"
 
@@ -306,11 +306,14 @@ class Trainer:
         try:
             while self.step < end:
                 tic = time.perf_counter()
-                loss, out, batch = self.train_step(next(it))
-                if not ddp.all_true(bool(torch.isfinite(loss.total)), d):
-                    where = f"the last good checkpoint is {self.checkpoint} (resume with --resume, perhaps with a lower train.lr)" if self.checkpoint else "no checkpoint was written yet"
-                    raise NonFiniteLoss(f"the loss became {loss.total.item()} at step {self.step + 1}; training stopped without saving: {where}")
-                self.update(loss)
+                try:
+                    loss, out, batch = self.train_step(next(it))
+                    if not ddp.all_true(bool(torch.isfinite(loss.total)), d):
+                        where = f"the last good checkpoint is {self.checkpoint} (resume with --resume, perhaps with a lower train.lr)" if self.checkpoint else "no checkpoint was written yet"
+                        raise NonFiniteLoss(f"the loss became {loss.total.item()} at step {self.step + 1}; training stopped without saving: {where}")
+                    self.update(loss)
+                except torch.cuda.OutOfMemoryError:
+                    raise OutOfMemory(oom_advice(self.preset, self.cfg, self.local_batch, d.world, self.step + 1)) from None
                 record = {"loss": loss.total.item(), **{k: v.item() for k, v in loss.terms.items()}}
                 history.append(record)
                 speed = t.batch_size / (time.perf_counter() - tic)
