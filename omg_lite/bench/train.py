@@ -31,6 +31,9 @@ Estimated from those (rows ``kind=estimate``, each saying how it was made):
   an assumed 30 % of the A100's 312 dense bf16 TFLOPS, a lower bound as far as the splatter's
   uncounted work is small).
 
+The frozen backbone runs in every step (``train.feature_cache=off``, the ``paper`` preset's
+setting; ``lite`` caches it on disk, which makes its later epochs cheaper than measured here).
+
 Data: ``--data`` (default ``data_samples/synth_256``, frames resized to the preset's image
 size; speed does not depend on the pixels' content beyond how many Gaussian-pixel pairs the
 splatter blends). The model is untrained (seed 0), the encoder random: the same work per step.
