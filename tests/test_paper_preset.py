@@ -4,8 +4,8 @@ One training step of the paper preset (ViT-B/14 at 518, a 296x296 local map, 512
 of the level-2 head, the paper's refiner) costs about 35 s of one CPU core, so one module fixture
 runs it once and the test checks everything from that run plus a resume: a finite loss, a
 gradient on every parameter the step uses, the shapes, a checkpoint that reloads bit for bit,
-and a resumed run that draws the same next pairs and renders them bit for bit as the
-uninterrupted one (exact resume over several steps is tested on a small model in test_train.py).
+and a resumed run that draws the same next pairs and renders them as the uninterrupted one
+does (to 1e-6: two instances of the model with the same weights differ by a float32 ulp) (exact resume over several steps is tested on a small model in test_train.py).
 """
 
 from __future__ import annotations
@@ -120,7 +120,9 @@ def test_paper_preset_one_step_at_lod2_on_the_cpu(paper_step):
     with torch.no_grad():  # step 2's render, resumed and uninterrupted (the loss is a function of it and the pairs)
         render_resumed = resumed.net(resumed._features(batch.source_rgb), batch, 2).refined
         render_whole = s.trainer.net(s.trainer._features(s.next_batch.source_rgb), s.next_batch, 2).refined
-    assert torch.equal(render_resumed, render_whole)
+    # two model instances with bit-identical weights render one float32 ulp apart (~1e-7), so not torch.equal;
+    # a wrong resume is off by what one Adam step moves (lr 1e-4 on every weight), far above 1e-6
+    torch.testing.assert_close(render_resumed, render_whole, rtol=0, atol=1e-6)
 
 
 # -- bad input ---------------------------------------------------------------------------------------------
