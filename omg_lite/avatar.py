@@ -137,6 +137,7 @@ class AvatarModel:
     label: str  # where the weights come from, for reports ("UNTRAINED ..." for a fresh model)
     checkpoint: Path | None = None
     step: int | None = None
+    digest: str | None = None  # sha256 of the weights (a saved avatar names the model it belongs to)
 
     @property
     def trained(self) -> bool:
@@ -199,7 +200,7 @@ class AvatarModel:
         net.load_state_dict(tensors, strict=False)
         step = int(meta.get("step", 0))
         label = f"{path.name} (preset {name or '?'}, step {step})"
-        return cls(cfg, name, encoder, model, label, path, step).to(pick_device(device))
+        return cls(cfg, name, encoder, model, label, path, step, meta.get("sha256")).to(pick_device(device))
 
     @classmethod
     def untrained(cls, preset: str = "smoke", device: str | torch.device = "auto", seed: int = 0) -> "AvatarModel":
@@ -210,7 +211,7 @@ class AvatarModel:
             torch.manual_seed(seed)
             encoder, model = _build(cfg)
         label = f"UNTRAINED {preset} model (random initialisation, seed {seed}; not a result)"
-        return cls(cfg, preset, encoder, model, label).to(pick_device(device))
+        return cls(cfg, preset, encoder, model, label, digest=f"untrained:{preset}:seed{seed}").to(pick_device(device))
 
     def to(self, device: torch.device) -> "AvatarModel":
         self.encoder.to(device).eval()
@@ -403,6 +404,7 @@ class Avatar:
         self.source = source
         self.seconds = dict(seconds or {})  # track / encoder / reconstruct, wall seconds
         self.lod = gaussians.lod
+        self.fit = None  # the personalisation's FitReport, when this avatar is a personalised one
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -460,6 +462,34 @@ class Avatar:
         sync(net.device)
         seconds = {**(seconds or {}), "encoder": t1 - t0, "reconstruct": time.perf_counter() - t1}
         return cls(net, gs.detach(), source, seconds)
+
+    # -- personalisation (omg_lite.personalize) -------------------------------------------------
+    def personalize(self, steps: int | None = None, clip=None, settings=None, progress: bool = False) -> "Avatar":
+        """A new avatar fitted to the source photo (and ``clip``, FitFrames of the same person); positions stay
+        mesh-driven. On divergence it holds the feed-forward Gaussians and ``fit.diverged`` says why."""
+        import dataclasses
+
+        from omg_lite.personalize import FitSettings, fit, source_frames
+
+        s = settings or FitSettings()
+        s = s if steps is None else dataclasses.replace(s, steps=steps)
+        gs, report = fit(self.net.model, self.gaussians, source_frames(self), clip, s, progress)
+        avatar = Avatar(self.net, gs, self.source, self.seconds)
+        avatar.lod, avatar.fit = self.lod, report
+        return avatar
+
+    def save(self, out: str | Path, overwrite: bool = False) -> Path:
+        """Write this avatar as OUT/avatar.safetensors + OUT/avatar.json (``omg_lite.personalize.save_avatar``)."""
+        from omg_lite.personalize import save_avatar
+
+        return save_avatar(self, out, overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path, net: AvatarModel) -> "Avatar":
+        """Read a saved avatar; refused when it was made with another checkpoint or preset than ``net``."""
+        from omg_lite.personalize import load_avatar
+
+        return load_avatar(path, net)
 
     # -- level of detail -----------------------------------------------------------------------
     @property

@@ -147,8 +147,10 @@ def demo(
     overwrite: bool = False,
     encoder_weights: str | None = None,
     flame_path: Path | None = None,
+    fit: int = 100,
+    avatar: Path | None = None,
 ) -> None:
-    """One photo in, an animated avatar out: reconstruct once, animate at LOD 0, 1 and 2 side by side.
+    """One photo in, an animated avatar out: reconstruct once, personalise, animate at LOD 0, 1 and 2 side by side.
 
     Writes OUT/avatar.mp4 (or .gif), OUT/avatar_lod{0,1,2}.ply, OUT/source.png, OUT/report.md and OUT/report.json.
 
@@ -163,14 +165,17 @@ def demo(
         overwrite: Replace an earlier demo output at --out.
         encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
         flame_path: The FLAME pickle the checkpoint was trained on, when it was trained on FLAME.
+        fit: Personalisation steps on the photo before animating (0: the feed-forward avatar alone); shown beside the feed-forward one.
+        avatar: A saved avatar (omg-lite personalize --out) to animate instead of reconstructing --image.
     """
     from omg_lite.avatar import AvatarModel
-    from omg_lite.demo import SAMPLE_DRIVER, SAMPLE_PORTRAIT, check_out, run_demo
+    from omg_lite.demo import SAMPLE_DRIVER, check_out, run_demo
 
     check_args(size=(size, SIZE), max_frames=(max_frames, FRAMES))
     check_out(out, overwrite)  # before loading anything
     net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
-    r = run_demo(image or SAMPLE_PORTRAIT, driver or SAMPLE_DRIVER, out, size=size, max_frames=max_frames, overwrite=overwrite, net=net)
+    r = run_demo(image, driver or SAMPLE_DRIVER, out, size=size, max_frames=max_frames, overwrite=overwrite, net=net,
+                 fit=0 if avatar is not None else fit, avatar=avatar)
     fps = ", ".join(f"LOD {x['lod']} {x['fps']:.1f} fps ({x['total']:,} Gaussians)" for x in r["lods"])
     print(f"wrote {out}: {r['video']}, {len(r['ply'])} .ply, report.md; reconstruction {r['reconstruction_s_model']:.2f} s ({r['reconstruction_s_warm']:.2f} s warm); {fps}")
     for note in r["notes"]:
@@ -192,6 +197,8 @@ def reenact(
     overwrite: bool = False,
     encoder_weights: str | None = None,
     flame_path: Path | None = None,
+    fit: int = 0,
+    avatar: Path | None = None,
 ) -> None:
     """Drive the avatar of one photo with a video or a params.npz and write the result as a video (for scripts).
 
@@ -207,6 +214,8 @@ def reenact(
         overwrite: Replace an existing file at --out.
         encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
         flame_path: The FLAME pickle the checkpoint was trained on, when it was trained on FLAME.
+        fit: Personalisation steps on the source photo before driving it (0: the feed-forward avatar).
+        avatar: A saved avatar (omg-lite personalize --out) to drive instead of reconstructing --source.
     """
     from omg_lite.avatar import AvatarModel
     from omg_lite.demo import check_video_out
@@ -215,11 +224,60 @@ def reenact(
     check_args(size=(size, SIZE), max_frames=(max_frames, FRAMES), lod=(lod, LOD))
     check_video_out(out, overwrite)  # before loading anything
     net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
-    path = run_reenact(checkpoint, source, driver, out, lod, preset, size, max_frames, net=net, overwrite=overwrite)
+    path = run_reenact(checkpoint, source, driver, out, lod, preset, size, max_frames, net=net, overwrite=overwrite, fit=fit, avatar=avatar)
     print(f"wrote {path}")
 
 
 COMMANDS["reenact"] = reenact
+
+
+def personalize(
+    image: Path,
+    out: Path,
+    video: Path | None = None,
+    steps: int = 100,
+    fit_frames: int = 24,
+    max_frames: int = 250,
+    checkpoint: Path | None = None,
+    preset: str | None = None,
+    overwrite: bool = False,
+    encoder_weights: str | None = None,
+    flame_path: Path | None = None,
+) -> None:
+    """Personalise the avatar of a photo: refine its Gaussians on the photo (and a short clip of the person), save it.
+
+    Writes OUT/avatar.safetensors + OUT/avatar.json (reload with demo/reenact --avatar OUT), OUT/source.png and
+    OUT/compare.png ([source | feed-forward | personalised] per level, source pose).
+
+    Args:
+        image: The source photo.
+        out: Folder to write (atomically; refused if it exists and is not empty, unless --overwrite).
+        video: A short clip of the same person (tracked; --fit-frames of its frames join the photo as targets).
+        steps: Optimisation steps (levels of detail take turns).
+        fit_frames: Clip frames used as targets, spread evenly over the clip.
+        max_frames: Refuse longer clips.
+        checkpoint: A training run folder or a step_XXXXXX.safetensors file; default: data_samples/lite.
+        preset: Refuse a checkpoint trained with another preset.
+        overwrite: Replace an earlier personalised avatar at --out.
+        encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
+        flame_path: The FLAME pickle the checkpoint was trained on, when it was trained on FLAME.
+    """
+    from omg_lite.avatar import AvatarModel
+    from omg_lite.demo import personalize as run_personalize
+    from omg_lite.io import check_output_folder
+    from omg_lite.personalize import AVATAR_JSON
+
+    check_output_folder(out, overwrite, AVATAR_JSON, "an omg-lite personalised avatar")  # before loading anything
+    net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
+    r = run_personalize(image, out, video, steps, fit_frames, max_frames, overwrite, net=net)
+    gains = ", ".join(f"LOD {x['lod']} {x['psnr_feed_forward']:.2f} -> {x['psnr_personalised']:.2f} dB" for x in r["source_psnr"])
+    print(f"wrote {r['out']}: {r['steps']} steps on {r['frames']} frame(s) in {r['seconds']:.1f} s, loss {r['loss_first']:.4f} -> "
+          f"{r['loss_last']:.4f}; PSNR on the source photo {gains}")
+    if r["diverged"]:
+        print(f"note: the fit stopped ({r['diverged']}); the feed-forward avatar was saved")
+
+
+COMMANDS["personalize"] = personalize
 
 
 def run_eval(

@@ -1,11 +1,12 @@
-"""``omg-lite demo`` and ``omg-lite reenact``: one photo in, an animated avatar at LOD 0, 1, 2 out.
+"""``omg-lite demo``, ``omg-lite reenact`` and ``omg-lite personalize``: one photo in, an animated avatar at LOD 0, 1, 2 out.
 
 The demo reconstructs once (paper Sec. 3.4: tracking, encoder and model run once on the source),
 then animates the same Gaussian set at every kept level of detail with the same driver,
 position-only, and writes into OUT (atomically: a temporary folder beside OUT, renamed at the end,
 so an interrupted demo leaves nothing under OUT)::
 
-    OUT/avatar.mp4          [source | LOD 0 | LOD 1 | LOD 2] side by side (avatar.gif without H.264)
+    OUT/avatar.mp4          [source | LOD 0 | LOD 1 | LOD 2] side by side (avatar.gif without H.264);
+                            with --fit STEPS: [source | feed-forward LOD K | personalised LOD 0 | 1 | 2]
     OUT/avatar_lod0.ply     the avatar's Gaussians per level (3DGS layout, source pose)
     OUT/source.png          the portrait crop the model saw
     OUT/report.json         reconstruction time, FPS and Gaussian counts per level, encoder weights,
@@ -18,7 +19,9 @@ lite run draws its identities from seed 0). The tracker finds it (MediaPipe land
 as ``skimage.data.astronaut()`` tracks well too, but is far outside what a synthetic-trained model
 with an offline (random) encoder can reconstruct. Pass ``--image`` for your own. The driver is
 ``data_samples/driver/params.npz`` (a smooth synthetic expression/pose path, 48 frames at 25 fps).
-FPS per level is timed per frame (positions + splatting + refiner, device synchronised), as the
+Personalisation (``--fit STEPS``, ``omg_lite.personalize``) refines the reconstructed avatar on
+its own photo before animating; ``--avatar DIR`` animates an avatar that ``omg-lite personalize``
+saved instead of reconstructing one. FPS per level is timed per frame (positions + splatting + refiner, device synchronised), as the
 paper times it; ``omg-lite bench enact`` gives the figures over 100 frames after warm-up.
 """
 
@@ -44,6 +47,7 @@ SAMPLE_PORTRAIT = DATA_SAMPLES / "synth_256" / "id000" / "rgb" / "0000.png"
 SAMPLE_DRIVER = DATA_SAMPLES / "driver" / "params.npz"
 LABEL_BAND = 16  # pixels of caption above each panel
 DEMO_MAX_FRAMES = 250  # 10 s at 25 fps keeps the demo within its two minutes
+FIT_STEPS = 100  # the demo's default personalisation (omg-lite demo --fit 0 shows the feed-forward avatar alone)
 MARKER = "report.json"  # what makes a folder an omg-lite demo output (see omg_lite.io.output_folder)
 
 
@@ -120,20 +124,23 @@ def check_out(out: Path, overwrite: bool) -> None:
 def run_demo(image: str | Path | None = None, driver: str | Path | None = None, out: str | Path = "demo_out",
              checkpoint: str | Path | None = None, preset: str | None = None, size: int | None = None,
              max_frames: int = DEMO_MAX_FRAMES, overwrite: bool = False, net: AvatarModel | None = None,
-             progress: bool = True) -> dict:
-    """Reconstruct ``image``, animate it with ``driver`` at every level, write OUT (module docstring); -> report."""
+             progress: bool = True, fit: int = 0, avatar: str | Path | None = None) -> dict:
+    """Reconstruct ``image`` (or load ``avatar``), personalise it with ``fit`` steps, animate it with ``driver`` at every
+    level, write OUT (module docstring); -> report."""
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
     out = Path(out)
     check_out(out, overwrite)
-    image = Path(image) if image is not None else SAMPLE_PORTRAIT
+    if image is not None and avatar is not None:
+        raise ValueError("give --image (to reconstruct) or --avatar (a saved avatar), not both")
+    image = Path(avatar if avatar is not None else image if image is not None else SAMPLE_PORTRAIT)
     driver = driver if driver is not None else SAMPLE_DRIVER
     t0 = time.perf_counter()
     net = net or AvatarModel.load(checkpoint, preset)
     load_s = time.perf_counter() - t0
     d = load_driver(driver, net.head, net.cfg, max_frames)  # a bad driver fails before the expensive part
-    avatar = Avatar.from_image(image, net=net)
+    ff, avatar = source_avatar(net, image, avatar, fit, progress)
     warm = Avatar.reconstruct(net, avatar.source, avatar.gaussians.lod).seconds  # again, past first-call costs
     params = avatar.driving_params(d, max_frames)
     size = size or avatar.size
@@ -141,12 +148,15 @@ def run_demo(image: str | Path | None = None, driver: str | Path | None = None, 
     panels = [np.repeat(to_uint8(_resized(avatar.source.image, size)), len(d), axis=0)]
     captions = ["source"]
     per_lod = []
-    with tqdm(total=len(d) * len(levels), unit="frame", desc="animate", disable=not progress) as bar:
+    with tqdm(total=len(d) * (len(levels) + (ff is not None)), unit="frame", desc="animate", disable=not progress) as bar:
+        if ff is not None:  # the paper's feed-forward avatar beside the personalised one
+            panels.append(animate_timed(ff, params, ff.lod, size, bar)[0])
+            captions.append(f"feed-forward LOD {ff.lod}")
         for k in levels:
             frames, times = animate_timed(avatar, params, k, size, bar)
             panels.append(frames)
             c = avatar.counts(k)
-            captions.append(f"LOD {k}: {c['total'] / 1000:.1f}K")
+            captions.append(f"{'fitted ' * (avatar.fit is not None)}LOD {k}: {c['total'] / 1000:.1f}K")
             per_lod.append({"lod": k, **c, "fps": len(times) / sum(times), "ms_per_frame": 1e3 * float(np.median(times))})
     video = np.stack([np.concatenate([captioned(p[m], c) for p, c in zip(panels, captions)], 1) for m in range(len(d))])
 
@@ -163,9 +173,29 @@ def run_demo(image: str | Path | None = None, driver: str | Path | None = None, 
     return report
 
 
+def source_avatar(net: AvatarModel, image: Path, saved: str | Path | None, fit: int, progress: bool) -> tuple[Avatar | None, Avatar]:
+    """(feed-forward avatar or None, the avatar to animate): ``saved`` loaded as it is, else ``image`` reconstructed
+    and personalised with ``fit`` steps (a diverged fit keeps the feed-forward avatar, with a warning)."""
+    if saved is not None:
+        if fit:
+            raise ValueError("--avatar loads an avatar that is already personalised: drop --fit (or personalise from --image)")
+        return None, Avatar.load(saved, net)
+    if fit < 0:
+        raise ValueError(f"--fit takes a number of steps >= 0, got {fit}")
+    ff = Avatar.from_image(image, net=net)
+    if not fit:
+        return None, ff
+    fitted = ff.personalize(fit, progress=progress)
+    if fitted.fit.diverged:
+        log.warning("personalisation stopped: %s; the feed-forward avatar is kept", fitted.fit.diverged)
+    return ff, fitted
+
+
 def _report(avatar: Avatar, warm: dict, net: AvatarModel, image: Path, d, per_lod: list[dict], size: int, video: str, load_s: float,
             wall_s: float) -> dict:
     notes = []
+    if avatar.fit is not None and avatar.fit.diverged:
+        notes.append(f"personalisation stopped ({avatar.fit.diverged}): the feed-forward avatar is shown")
     if not net.trained:
         notes.append("the model is UNTRAINED: the pictures show the pipeline, not a result")
     if "random" in net.encoder.weights_source:
@@ -181,6 +211,9 @@ def _report(avatar: Avatar, warm: dict, net: AvatarModel, image: Path, d, per_lo
         "reconstruction_s_model": round(avatar.seconds["encoder"] + avatar.seconds["reconstruct"], 4),
         "reconstruction_s_warm": round(warm["encoder"] + warm["reconstruct"], 4),
         "lods": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()} for row in per_lod],
+        "personalisation": None if avatar.fit is None else {"steps": avatar.fit.steps, "seconds": round(avatar.fit.seconds, 2),
+                                                             "loss_first": round(avatar.fit.losses[0], 4), "loss_last": round(avatar.fit.losses[-1], 4),
+                                                             "diverged": avatar.fit.diverged},
         "video": video,
         "ply": [f"avatar_lod{row['lod']}.ply" for row in per_lod],
         "device": str(net.device),
@@ -210,6 +243,8 @@ def report_markdown(r: dict) -> str:
         f"- reconstruction: {r['reconstruction_s_model']:.3f} s (encoder {r['reconstruction_s']['encoder']:.3f} s + model "
         f"{r['reconstruction_s']['reconstruct']:.3f} s) the first time, {r['reconstruction_s_warm']:.3f} s once warm; "
         f"tracking {r['reconstruction_s'].get('track', 0):.2f} s",
+        *([] if not r.get("personalisation") else [f"- personalised: {r['personalisation']['steps']} steps in {r['personalisation']['seconds']:.1f} s, "
+                                                    f"loss {r['personalisation']['loss_first']:.4f} -> {r['personalisation']['loss_last']:.4f}"]),
         f"- rendered at {r['size']}x{r['size']} on {r['device']}; load average {r['machine']['load_average']} on "
         f"{r['machine']['cpu_count']} CPUs (timings on a shared machine are noisy); wall time {r['wall_s']:.1f} s", "",
         "| LOD | head | shoulder | total | FPS | ms / frame (median) |", "|---|---|---|---|---|---|",
@@ -229,8 +264,9 @@ def check_video_out(out: Path, overwrite: bool) -> None:
 
 def reenact(checkpoint: str | Path | None, source: str | Path, driver: str | Path, out: str | Path, lod: int | None = None,
             preset: str | None = None, size: int | None = None, max_frames: int = MAX_FRAMES, net: AvatarModel | None = None,
-            progress: bool = True, overwrite: bool = False) -> Path:
-    """Reconstruct ``source``, drive it with ``driver`` at one level, write the video ``out`` (.mp4 or .gif)."""
+            progress: bool = True, overwrite: bool = False, fit: int = 0, avatar: str | Path | None = None) -> Path:
+    """Reconstruct ``source`` (or load ``avatar``), personalise it with ``fit`` steps, drive it with ``driver`` at one level,
+    write the video ``out`` (.mp4 or .gif)."""
     out = Path(out)
     check_video_out(out, overwrite)
     net = net or AvatarModel.load(checkpoint, preset)
@@ -238,6 +274,40 @@ def reenact(checkpoint: str | Path | None, source: str | Path, driver: str | Pat
     if not 0 <= lod <= net.model.levels:
         raise ValueError(f"--lod {lod}: this model has levels 0..{net.model.levels}")
     d = load_driver(driver, net.head, net.cfg, max_frames)
-    avatar = Avatar.from_image(source, net=net, lod=lod)
-    frames = to_uint8(avatar.animate(d, size=size, progress=progress))
+    _, av = source_avatar(net, source, avatar, fit, progress)
+    av.lod = lod
+    frames = to_uint8(av.animate(d, size=size, progress=progress))
     return write_frames(out, frames, d.fps)
+
+
+def personalize(image: str | Path, out: str | Path, video: str | Path | None = None, steps: int = FIT_STEPS, fit_frames: int = 24,
+                max_frames: int = DEMO_MAX_FRAMES, overwrite: bool = False, net: AvatarModel | None = None, progress: bool = True) -> dict:
+    """Reconstruct ``image``, personalise it on the photo (and ``video``'s tracked frames), save it into OUT with
+    OUT/compare.png [source | feed-forward | personalised] at each level, in the source pose; -> summary."""
+    from PIL import Image
+
+    from omg_lite.evaluate import psnr
+    from omg_lite.io import check_output_folder
+    from omg_lite.personalize import AVATAR_JSON, source_frames, video_frames
+
+    check_output_folder(Path(out), overwrite, AVATAR_JSON, "an omg-lite personalised avatar")
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    ff = Avatar.from_image(image, net=net)
+    clip = None if video is None else video_frames(ff, video, max_frames, fit_frames)
+    fitted = ff.personalize(steps, clip, progress=progress)
+    if fitted.fit.diverged:
+        log.warning("personalisation stopped: %s; the feed-forward avatar is saved", fitted.fit.diverged)
+    target = source_frames(ff)
+    rows, panels = [], [to_uint8(target.images)[0]]
+    for k in ff.levels:
+        a, b = (av.render(target.params, target.camera, k).refined.clamp(0, 1) for av in (ff, fitted))
+        rows.append({"lod": k, "psnr_feed_forward": float(psnr(a, target.images)[0]), "psnr_personalised": float(psnr(b, target.images)[0])})
+        panels += [to_uint8(a)[0], to_uint8(b)[0]]
+    path = fitted.save(out, overwrite)
+    from omg_lite.io import atomic_file
+
+    with atomic_file(path / "compare.png", suffix=".png") as tmp:
+        Image.fromarray(np.concatenate(panels, 1)).save(tmp)
+    return {"out": str(path), "steps": fitted.fit.steps, "seconds": fitted.fit.seconds, "frames": fitted.fit.frames,
+            "diverged": fitted.fit.diverged, "loss_first": fitted.fit.losses[0], "loss_last": fitted.fit.losses[-1], "source_psnr": rows}

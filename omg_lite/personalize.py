@@ -1,0 +1,374 @@
+"""Personalisation: refine a feed-forward avatar on its own photo (and a short clip of the person).
+
+The feed-forward reconstruction (paper Sec. 3, one pass of the encoder and the model) gives the
+Gaussian set G = H_k U S of every kept level k. Personalisation optimises, per avatar, exactly
+what enactment reuses, starting from those values:
+
+    theta = { c_k, o_k, s_k, r_k (every kept level k),  o (canonical vertex offsets),  c_S, o_S, s_S (shoulders) }
+
+(``FitSettings`` picks the groups; by default the colours c_k of every level and the shoulders'
+colour, opacity and scale, the groups that measured best on held-out poses; see the README)
+against target frames I_t (the source photo, plus the tracked frames of a clip when given) with
+the paper's training loss (``omg_lite.train.losses.OMGLoss``) and a prior that keeps the avatar
+close to what the network predicted, so that what one view cannot see stays as the network
+guessed it and new poses stay stable:
+
+    L(theta) = sum_t OMGLoss(I_c, I_r; I_t, o) + lambda_prior sum_g mean_g (theta_g - theta_g^ff)^2
+
+Each attribute is optimised in the unconstrained space its activation maps from (colour as is,
+logit opacity, log scale, unnormalised quaternion, o = delta_max tanh(u)), so opacities stay in
+(0, 1), scales positive, rotations unit and offsets within delta_max, as the network's heads
+guarantee. The refiner R and every network weight stay as trained (shared by all avatars).
+
+Positions are never optimised: enactment stays position-only, p_h = Phi^k(LBS(...) + o), and
+the shoulder means stay where reconstruction put them. Every kept level is fitted at once: step i
+renders level k = i mod (K + 1), so each level gets 1 / (K + 1) of the steps and all share the
+offsets; switching LOD afterwards needs no refit.
+
+Stopping: a step whose loss is NaN/Inf, or a loss that rises above ``diverge_ratio`` times its
+starting value (averaged over a window), stops the fit; the feed-forward avatar is kept and the
+report says so (``FitReport.diverged``).
+
+Hand-written, not a library: the loop is an ordinary Adam loop over a handful of tensors; what is
+specific is the parameterisation and the prior.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as Fn
+from torch import Tensor
+
+from omg_lite.geometry.camera import Camera
+from omg_lite.head.params import HeadParams
+from omg_lite.model.gaussian_heads import GaussianAttributes
+from omg_lite.model.omg import GaussianSet
+from omg_lite.model.shoulder_branch import ShoulderGaussians
+
+EPS = 1e-4  # opacities are clamped to [EPS, 1 - EPS] before the logit, offsets to (1 - EPS) delta_max before atanh
+
+
+@dataclass
+class FitSettings:
+    """How a personalisation fit runs (the defaults are what the README's figures use)."""
+
+    # Adam steps in all (levels take turns: step i fits level i mod (K + 1)).
+    steps: int = 100
+    # Learning rate of each parameter group (in its unconstrained space).
+    lr_features: float = 0.01
+    lr_opacity: float = 0.01
+    lr_scale: float = 0.003
+    lr_rotation: float = 0.003
+    lr_offsets: float = 0.003
+    lr_shoulder: float = 0.01
+    # Which groups are optimised (the others stay feed-forward).
+    fit_geometry: bool = False  # opacity, scale, rotation of the head Gaussians
+    fit_offsets: bool = False  # the canonical vertex offsets o
+    fit_shoulders: bool = True  # colour, opacity, scale of the shoulder Gaussians
+    # Loss weights (lambda1..lambda4 of the paper) and the prior's weight lambda_prior.
+    loss_weights: tuple[float, float, float, float] = (10.0, 1.0, 0.1, 0.1)
+    prior: float = 1.0
+    lpips_net: str = "alex"
+    # With clip frames: the share of steps that fit the source photo (the others draw a clip frame).
+    source_share: float = 0.5
+    # Stop (and keep the feed-forward avatar) when the loss, averaged over `window` steps, exceeds
+    # diverge_ratio times its first window's average.
+    diverge_ratio: float = 1.5
+    window: int = 10
+    seed: int = 0
+
+    def check(self) -> "FitSettings":
+        if self.steps < 1:
+            raise ValueError(f"a personalisation fit needs at least 1 step, got {self.steps}")
+        rates = {k: v for k, v in asdict(self).items() if k.startswith("lr_")}
+        if any(not (math.isfinite(v) and v >= 0) for v in rates.values()) or self.prior < 0:
+            raise ValueError(f"learning rates and the prior weight must be non-negative numbers, got {rates}, prior {self.prior}")
+        if not 0 <= self.source_share <= 1:
+            raise ValueError(f"source_share must be in [0, 1], got {self.source_share}")
+        return self
+
+
+@dataclass
+class FitFrames:
+    """Target frames: images composited on the renderer's background, with the parameters that render them."""
+
+    images: Tensor  # [M, 3, H, W] in [0, 1]
+    params: HeadParams  # [M] final parameters (the avatar's identity, the frame's motion)
+    camera: Camera  # [M] views at H x W
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass
+class FitReport:
+    steps: int  # steps run
+    losses: list[float]  # total loss per step
+    levels: list[int]  # level fitted at each step
+    seconds: float  # wall time
+    cpu_seconds: float  # this process's CPU time (one torch thread: the wall time on a machine nobody else uses)
+    diverged: str | None = None  # why the fit stopped early (the feed-forward avatar is kept), or None
+    frames: int = 1  # target frames (source + clip frames)
+    settings: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------ parameters
+
+
+def _logit(o: Tensor) -> Tensor:
+    return torch.logit(o.clamp(EPS, 1 - EPS))
+
+
+class Parameters:
+    """The unconstrained leaves theta of a Gaussian set, their feed-forward values and their groups."""
+
+    def __init__(self, gs: GaussianSet, max_offset: float, s: FitSettings):
+        self.gs, self.max_offset = gs, max_offset
+        self.leaves: dict[str, Tensor] = {}
+        self.groups: dict[str, float] = {}  # leaf name -> learning rate
+        for k, a in gs.levels.items():
+            self._add(f"features{k}", a.features, s.lr_features, True)
+            self._add(f"opacity{k}", _logit(a.opacities), s.lr_opacity, s.fit_geometry)
+            self._add(f"scale{k}", a.scales.log(), s.lr_scale, s.fit_geometry)
+            self._add(f"rotation{k}", a.quats, s.lr_rotation, s.fit_geometry)
+        u = torch.atanh((gs.offsets / max_offset).clamp(-1 + EPS, 1 - EPS))
+        self._add("offsets", u, s.lr_offsets, s.fit_offsets)
+        sh = gs.shoulders
+        if sh is not None:
+            a = sh.attributes
+            self._add("shoulder_features", a.features, s.lr_shoulder, s.fit_shoulders)
+            self._add("shoulder_opacity", _logit(a.opacities), s.lr_shoulder, s.fit_shoulders)
+            self._add("shoulder_scale", a.scales.log(), s.lr_shoulder, s.fit_shoulders)
+        self.initial = {k: v.detach().clone() for k, v in self.leaves.items()}
+
+    def _add(self, name: str, value: Tensor, lr: float, on: bool) -> None:
+        self.leaves[name] = value.detach().clone().float().requires_grad_(on and lr > 0)
+        if on and lr > 0:
+            self.groups[name] = lr
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam([{"params": [self.leaves[k]], "lr": lr} for k, lr in self.groups.items()])
+
+    def prior(self) -> Tensor:
+        """sum_g mean_g (theta_g - theta_g^ff)^2 over the optimised groups."""
+        return sum((self.leaves[k] - self.initial[k]).square().mean() for k in self.groups)
+
+    def gaussians(self) -> GaussianSet:
+        """The Gaussian set theta describes (positions as the feed-forward set has them)."""
+        x, gs = self.leaves, self.gs
+        levels = {k: GaussianAttributes(x[f"features{k}"], torch.sigmoid(x[f"opacity{k}"]), x[f"scale{k}"].exp(),
+                                        Fn.normalize(x[f"rotation{k}"], dim=-1)) for k in gs.levels}
+        sh = gs.shoulders
+        if sh is not None:
+            a = sh.attributes
+            attrs = GaussianAttributes(x["shoulder_features"], torch.sigmoid(x["shoulder_opacity"]) * sh.valid, x["shoulder_scale"].exp(), a.quats)
+            sh = ShoulderGaussians(sh.means, attrs, sh.valid)
+        return GaussianSet(gs.lod, levels, gs.source_means, self.max_offset * torch.tanh(x["offsets"]), gs.shape, sh)
+
+
+# ------------------------------------------------------------------------------------ the fit
+
+
+def fit(model, gs: GaussianSet, source: FitFrames, clip: FitFrames | None = None, settings: FitSettings | None = None,
+        progress: bool = False) -> tuple[GaussianSet, FitReport]:
+    """Personalise the Gaussian set ``gs`` of ``model`` (an OMGModel) on ``source`` (+ ``clip``) -> (fitted set, report).
+
+    On divergence the returned set is ``gs`` itself (the feed-forward avatar) and ``report.diverged`` says why.
+    """
+    from tqdm.auto import tqdm
+
+    from omg_lite.train.losses import OMGLoss
+
+    s = (settings or FitSettings()).check()
+    theta = Parameters(gs, model.cfg.max_offset, s)
+    opt = theta.optimizer()
+    loss_fn = OMGLoss(s.loss_weights, s.lpips_net).to(model.background.device)
+    levels = sorted(gs.levels)
+    gen = torch.Generator().manual_seed(s.seed)
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    losses: list[float] = []
+    fitted: list[int] = []
+    diverged = None
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        with torch.enable_grad(), tqdm(range(s.steps), desc="personalize", unit="step", disable=not progress, leave=False) as bar:
+            for i in bar:
+                k = levels[i % len(levels)]
+                frames = clip if clip is not None and torch.rand((), generator=gen) >= s.source_share else source
+                j = int(torch.randint(len(frames), (), generator=gen))
+                out = model.render(theta.gaussians(), frames.params[j : j + 1], frames.camera[j : j + 1], k)
+                terms = loss_fn(out.coarse, out.refined if model.cfg.use_refiner else None, frames.images[j : j + 1], out.offsets)
+                loss = terms.total + s.prior * theta.prior()
+                value = float(loss.detach())
+                losses.append(value)
+                fitted.append(k)
+                diverged = _diverged(losses, s)
+                if diverged:
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                bar.set_postfix(loss=f"{value:.4f}", lod=k)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    report = FitReport(len(losses), losses, fitted, time.perf_counter() - t0, time.process_time() - c0, diverged, len(source) + (len(clip) if clip else 0), asdict(s))
+    if diverged:
+        return gs, report
+    with torch.no_grad():
+        return theta.gaussians().detach(), report
+
+
+def _diverged(losses: list[float], s: FitSettings) -> str | None:
+    """Why to stop now (NaN/Inf, or a rising loss), or None."""
+    if not math.isfinite(losses[-1]):
+        return f"the loss became {losses[-1]} at step {len(losses)}"
+    w = s.window
+    if len(losses) >= 2 * w:
+        first, last = sum(losses[:w]) / w, sum(losses[-w:]) / w
+        if last > s.diverge_ratio * first:
+            return f"the loss rose from {first:.4g} to {last:.4g} (mean over {w} steps) by step {len(losses)}"
+    return None
+
+
+# ------------------------------------------------------------------------------------ targets
+
+
+def source_frames(avatar) -> FitFrames:
+    """The source photo as a target: I_t = M_p I_s + (1 - M_p) bg, at the source's parameters and view."""
+    s = avatar.source
+    bg = avatar.net.cfg.model.background
+    return FitFrames(s.image * s.mask + bg * (1 - s.mask), s.params, s.camera)
+
+
+def clip_frames(avatar, rgb: Tensor, mask: Tensor, params: HeadParams, camera: Camera) -> FitFrames:
+    """Frames of a clip of the same person (crops rgb [M, 3, H, W], masks [M, 1, H, W], tracked params and views [M])
+    as targets: composited on the background, rendered with the avatar's identity beta_s and the frame's motion."""
+    from omg_lite.avatar import retarget
+
+    dev = avatar.net.device
+    bg = avatar.net.cfg.model.background
+    rgb, mask = rgb.to(dev), mask.to(dev)
+    final = retarget(avatar.net.head, avatar.source.params, params.to(dev), "absolute")
+    return FitFrames(rgb * mask + bg * (1 - mask), final, camera.to(dev))
+
+
+def video_frames(avatar, video, max_frames: int, fit_frames: int) -> FitFrames:
+    """Track a video of the person (one clip crop, as ``omg-lite track``), keep ``fit_frames`` valid frames spread
+    evenly over it, mask them and make them targets (:func:`clip_frames`)."""
+    import numpy as np
+
+    from omg_lite.avatar import _image_tensor, _mask_tensor, _track, track_config
+    from omg_lite.tracking.landmarks import to_rgb_uint8
+    from omg_lite.tracking.portrait_mask import PortraitSegmenter
+    from omg_lite.tracking.video import read_frames, video_info
+
+    info = video_info(video)
+    if info["frames"] > max_frames:
+        raise ValueError(f"--video {video} has {info['frames']} frames, more than --max-frames {max_frames}: pass a larger --max-frames or a shorter clip")
+    r = _track(lambda: read_frames(video, max_frames), track_config(avatar.net), avatar.net.head, video=True)
+    valid = np.flatnonzero(r.valid)
+    keep = set(valid[np.linspace(0, len(valid) - 1, min(fit_frames, len(valid))).round().astype(int)].tolist())
+    crops, masks = [], []
+    with PortraitSegmenter() as seg:
+        for m, frame in enumerate(read_frames(video, max_frames)):
+            if m in keep:
+                crop, _ = r.crop.apply(to_rgb_uint8(frame))
+                crops.append(_image_tensor(crop))
+                masks.append(_mask_tensor(seg(crop)))
+    idx = torch.as_tensor(sorted(keep))
+    return clip_frames(avatar, torch.cat(crops), torch.cat(masks), r.params[idx], r.camera[idx])
+
+
+# ------------------------------------------------------------------------------------ save and load
+
+FORMAT = "omg_lite.avatar"
+VERSION = "1"
+AVATAR_FILE, AVATAR_JSON = "avatar.safetensors", "avatar.json"
+
+
+def _tensors(avatar) -> dict[str, Tensor]:
+    gs, src = avatar.gaussians, avatar.source
+    out = {"offsets": gs.offsets, "shape": gs.shape}
+    for k, a in gs.levels.items():
+        out.update({f"level{k}.features": a.features, f"level{k}.opacities": a.opacities, f"level{k}.scales": a.scales,
+                    f"level{k}.quats": a.quats, f"level{k}.source_means": gs.source_means[k]})
+    if gs.shoulders is not None:
+        s, a = gs.shoulders, gs.shoulders.attributes
+        out.update({"shoulders.means": s.means, "shoulders.valid": s.valid, "shoulders.features": a.features,
+                    "shoulders.opacities": a.opacities, "shoulders.scales": a.scales, "shoulders.quats": a.quats})
+    out.update({"source.image": src.image, "source.mask": src.mask, "source.K": src.camera.K, "source.R": src.camera.R,
+                "source.t": src.camera.t, **{f"source.params.{f}": getattr(src.params, f) for f in ("shape", "expression", "pose", "translation")}})
+    return {k: v.detach().cpu().clone() for k, v in out.items()}  # clones: safetensors refuses shared storage
+
+
+def save_avatar(avatar, out, overwrite: bool = False) -> "Path":
+    """Write OUT/avatar.safetensors (the Gaussian set and the source frame), OUT/avatar.json, OUT/source.png (atomically)."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from omg_lite.avatar import to_uint8
+    from omg_lite.io import output_folder
+    from omg_lite.train.checkpoint import tensors_digest
+
+    tensors = _tensors(avatar)
+    net = avatar.net
+    meta = {"format": FORMAT, "version": VERSION, "checkpoint": net.digest, "preset": net.preset, "lod": str(avatar.gaussians.lod),
+            "size": str(avatar.size), "sha256": tensors_digest(tensors)}
+    record = {"checkpoint": net.label, "checkpoint_sha256": net.digest, "preset": net.preset, "levels": avatar.levels,
+              "counts": {k: avatar.counts(k) for k in avatar.levels}, "size": avatar.size,
+              "fit": None if avatar.fit is None else {k: v for k, v in asdict(avatar.fit).items()}}
+    with output_folder(Path(out), overwrite, AVATAR_JSON, "an omg-lite personalised avatar") as tmp:
+        save_file(tensors, str(tmp / AVATAR_FILE), metadata=meta)
+        (tmp / AVATAR_JSON).write_text(json.dumps(record, indent=1) + "\n")
+        Image.fromarray(to_uint8(avatar.source.image)[0]).save(tmp / "source.png")
+    return Path(out)
+
+
+def load_avatar(path, net):
+    """Read an avatar folder written by :func:`save_avatar` for ``net`` (an AvatarModel); refuse one of another model."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    from omg_lite.avatar import Avatar, SourceFrame
+    from omg_lite.train.checkpoint import tensors_digest
+
+    path = Path(path)
+    file = path / AVATAR_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no saved avatar at {path} (expected a folder written by `omg-lite personalize --out`)")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        t = load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{file} is corrupt or not a safetensors file ({e}): personalise the avatar again") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ValueError(f"{file} is not an omg_lite avatar (format {meta.get('format')!r}, version {meta.get('version')!r})")
+    if tensors_digest(t) != meta.get("sha256"):
+        raise ValueError(f"{file} is corrupt: its tensors do not match their checksum; personalise the avatar again")
+    if meta.get("checkpoint") != net.digest or meta.get("preset") != net.preset:
+        raise ValueError(f"{path} was made with another model (checkpoint sha256 {str(meta.get('checkpoint'))[:12]}, preset "
+                         f"{meta.get('preset')!r}) than {net.label} (sha256 {str(net.digest)[:12]}): pass the --checkpoint it was "
+                         "made with, or personalise again with this one")
+    dev = net.device
+    t = {k: v.to(dev) for k, v in t.items()}
+    lod, size = int(meta["lod"]), int(meta["size"])
+    attrs = lambda p: GaussianAttributes(t[f"{p}.features"], t[f"{p}.opacities"], t[f"{p}.scales"], t[f"{p}.quats"])  # noqa: E731
+    levels = sorted(int(k[5:].split(".")[0]) for k in t if k.startswith("level") and k.endswith(".features"))
+    sh = ShoulderGaussians(t["shoulders.means"], attrs("shoulders"), t["shoulders.valid"]) if "shoulders.means" in t else None
+    gs = GaussianSet(lod, {k: attrs(f"level{k}") for k in levels}, {k: t[f"level{k}.source_means"] for k in levels}, t["offsets"], t["shape"], sh)
+    params = HeadParams(*(t[f"source.params.{f}"] for f in ("shape", "expression", "pose", "translation")))
+    source = SourceFrame(t["source.image"], t["source.mask"], params, Camera(t["source.K"], t["source.R"], t["source.t"], size, size))
+    return Avatar(net, gs, source)

@@ -1,0 +1,145 @@
+"""Personalisation (omg_lite.personalize, Avatar.personalize / save / load, omg-lite personalize).
+
+Independent truths: the synthetic world's ground truth (a clip's other frames, never fitted on,
+against their true renders), the bounds the activations promise (opacity in (0, 1), unit rotations,
+|o| <= delta_max), exact equality of positions when the offsets are kept, exact equality of renders
+after a save/load round trip, and a target that makes the loss NaN (divergence).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from omg_lite.avatar import Avatar, AvatarModel
+from omg_lite.evaluate import psnr, read_clip
+from omg_lite.personalize import FitFrames, FitSettings, fit, source_frames
+
+STEPS = 30
+# every group fitted; no LPIPS (no trunk to build)
+SETTINGS = FitSettings(steps=STEPS, loss_weights=(10.0, 1.0, 0.0, 0.1), lr_features=0.05, fit_geometry=True, fit_offsets=True, fit_shoulders=True)
+
+
+@pytest.fixture(scope="module")
+def net() -> AvatarModel:
+    return AvatarModel.untrained("smoke", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, net):
+    from omg_lite.config import Config
+    from omg_lite.synth import write_synth
+
+    folder = write_synth(tmp_path_factory.mktemp("synth") / "set", 1, 4, net.image_size, seed=3, cfg=Config())
+    return read_clip(Path(folder) / "id000", net.image_size)
+
+
+@pytest.fixture(scope="module")
+def avatar(net, clip) -> Avatar:
+    return Avatar.from_frame(clip.rgb[0], clip.params[0:1], clip.camera[0:1], clip.mask[0, 0], net=net)
+
+
+@pytest.fixture(scope="module")
+def fitted(avatar) -> Avatar:
+    return avatar.personalize(settings=SETTINGS)
+
+
+def _truth(net, clip):
+    bg = net.cfg.model.background
+    return clip.rgb * clip.mask + bg * (1 - clip.mask)  # [M, 3, H, W] I_d = M rgb + (1 - M) bg
+
+
+def test_fit_on_frame_0_improves_held_out_frames_at_every_lod(avatar, fitted, clip):
+    truth = _truth(avatar.net, clip)[1:]
+    for k in avatar.levels:
+        before = psnr(avatar.render(clip.params[1:], clip.camera[1:], k).refined.clamp(0, 1), truth).mean()
+        after = psnr(fitted.render(clip.params[1:], clip.camera[1:], k).refined.clamp(0, 1), truth).mean()
+        assert after > before + 1.0, (k, float(before), float(after))
+    assert fitted.fit.levels[: 2 * len(avatar.levels)] == 2 * avatar.levels  # levels take turns
+
+
+def test_fitted_attributes_stay_in_the_activations_range(avatar, fitted):
+    gs = fitted.gaussians
+    for a in list(gs.levels.values()) + [gs.shoulders.attributes]:
+        assert ((a.opacities >= 0) & (a.opacities < 1)).all() and (a.scales > 0).all()
+        torch.testing.assert_close(a.quats.norm(dim=-1), torch.ones_like(a.quats[..., 0]))
+    assert gs.offsets.abs().max() <= avatar.net.cfg.model.max_offset
+    assert not torch.equal(gs.offsets, avatar.gaussians.offsets)  # the offsets were fitted
+    assert torch.equal(gs.shoulders.means, avatar.gaussians.shoulders.means)  # shoulder positions are never fitted
+
+
+def test_positions_unchanged_without_offsets(avatar, clip):
+    s = dataclasses.replace(SETTINGS, steps=6, fit_offsets=False)
+    f = avatar.personalize(settings=s)
+    for k in avatar.levels:
+        torch.testing.assert_close(f.positions(clip.params, k), avatar.positions(clip.params, k), rtol=0, atol=0)
+    assert not torch.equal(f.gaussians.levels[0].features, avatar.gaussians.levels[0].features)
+
+
+def test_save_load_round_trip_renders_identically(fitted, clip, tmp_path):
+    out = fitted.save(tmp_path / "me")
+    again = Avatar.load(out, fitted.net)
+    for k in fitted.levels:
+        a = fitted.render(clip.params[1:3], clip.camera[1:3], k).refined
+        b = again.render(clip.params[1:3], clip.camera[1:3], k).refined
+        assert torch.equal(a, b)
+    with pytest.raises(FileExistsError):
+        fitted.save(tmp_path / "me")
+
+
+def test_load_refuses_an_avatar_of_another_model(fitted, tmp_path):
+    out = fitted.save(tmp_path / "me")
+    other = AvatarModel.untrained("smoke", device="cpu", seed=1)
+    with pytest.raises(ValueError, match="another model"):
+        Avatar.load(out, other)
+    (out / "avatar.safetensors").write_bytes(b"not a file")
+    with pytest.raises(ValueError, match="corrupt"):
+        Avatar.load(out, fitted.net)
+
+
+def test_divergence_keeps_the_feed_forward_avatar(avatar):
+    t = source_frames(avatar)
+    bad = FitFrames(torch.full_like(t.images, float("nan")), t.params, t.camera)
+    gs, report = fit(avatar.net.model, avatar.gaussians, bad, settings=dataclasses.replace(SETTINGS, steps=5))
+    assert gs is avatar.gaussians and report.diverged and "nan" in report.diverged.lower()
+
+
+def test_rising_loss_stops_the_fit(avatar):
+    s = dataclasses.replace(SETTINGS, steps=60, lr_features=50.0, lr_opacity=50.0, lr_scale=5.0, window=3)
+    gs, report = fit(avatar.net.model, avatar.gaussians, source_frames(avatar), settings=s)
+    assert gs is avatar.gaussians and report.diverged and report.steps < 60
+
+
+def test_clip_frames_join_the_fit(avatar, clip):
+    from omg_lite.personalize import clip_frames
+
+    frames = clip_frames(avatar, clip.rgb[1:3], clip.mask[1:3], clip.params[1:3], clip.camera[1:3])
+    assert len(frames) == 2 and torch.equal(frames.params.shape, avatar.source.params.shape.expand(2, -1))
+    f = avatar.personalize(settings=dataclasses.replace(SETTINGS, steps=4), clip=frames)
+    assert f.fit.frames == 3
+
+
+def test_interrupted_personalize_leaves_nothing(net, tmp_path, monkeypatch):
+    from omg_lite.demo import SAMPLE_PORTRAIT, personalize
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("safetensors.torch.save_file", interrupted)  # Ctrl-C while the avatar is written
+    with pytest.raises(KeyboardInterrupt):
+        personalize(SAMPLE_PORTRAIT, tmp_path / "out", steps=2, net=net, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from omg_lite.cli import main
+
+    assert main(["personalize", "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")]) == 2
+    assert "omg-lite: error: no image at" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("mine")
+    assert main(["personalize", "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "taken")]) == 2
+    assert "not empty" in capsys.readouterr().err
