@@ -147,7 +147,7 @@ def demo(
     overwrite: bool = False,
     encoder_weights: str | None = None,
     flame_path: Path | None = None,
-    fit: int = 100,
+    fit: int = 60,
     avatar: Path | None = None,
 ) -> None:
     """One photo in, an animated avatar out: reconstruct once, personalise, animate at LOD 0, 1 and 2 side by side.
@@ -235,7 +235,7 @@ def personalize(
     image: Path,
     out: Path,
     video: Path | None = None,
-    steps: int = 100,
+    steps: int = 60,
     fit_frames: int = 24,
     max_frames: int = 250,
     checkpoint: Path | None = None,

@@ -47,7 +47,7 @@ SAMPLE_PORTRAIT = DATA_SAMPLES / "synth_256" / "id000" / "rgb" / "0000.png"
 SAMPLE_DRIVER = DATA_SAMPLES / "driver" / "params.npz"
 LABEL_BAND = 16  # pixels of caption above each panel
 DEMO_MAX_FRAMES = 250  # 10 s at 25 fps keeps the demo within its two minutes
-FIT_STEPS = 100  # the demo's default personalisation (omg-lite demo --fit 0 shows the feed-forward avatar alone)
+FIT_STEPS = 60  # the demo's default personalisation (omg-lite demo --fit 0 shows the feed-forward avatar alone)
 MARKER = "report.json"  # what makes a folder an omg-lite demo output (see omg_lite.io.output_folder)
 
 

@@ -57,7 +57,7 @@ class FitSettings:
     """How a personalisation fit runs (the defaults are what the README's figures use)."""
 
     # Adam steps in all (levels take turns: step i fits level i mod (K + 1)).
-    steps: int = 100
+    steps: int = 60
     # Learning rate of each parameter group (in its unconstrained space).
     lr_features: float = 0.01
     lr_opacity: float = 0.01
