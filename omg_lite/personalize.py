@@ -166,7 +166,7 @@ class Parameters:
         if sh is not None:
             a = sh.attributes
             attrs = GaussianAttributes(x["shoulder_features"], torch.sigmoid(x["shoulder_opacity"]) * sh.valid, x["shoulder_scale"].exp(), a.quats)
-            sh = ShoulderGaussians(sh.means, attrs, sh.valid)
+            sh = sh.replace(attributes=attrs)
         return GaussianSet(gs.lod, levels, gs.source_means, self.max_offset * torch.tanh(x["offsets"]), gs.shape, sh)
 
 
@@ -272,7 +272,7 @@ def video_frames(avatar, video, max_frames: int, fit_frames: int) -> FitFrames:
     info = video_info(video)
     if info["frames"] > max_frames:
         raise ValueError(f"--video {video} has {info['frames']} frames, more than --max-frames {max_frames}: pass a larger --max-frames or a shorter clip")
-    r = _track(lambda: read_frames(video, max_frames), track_config(avatar.net), avatar.net.head, video=True)
+    r = _track(lambda: read_frames(video, max_frames), track_config(avatar.net), avatar.net.head, video=True, role=f"clip {video}")
     valid = np.flatnonzero(r.valid)
     keep = set(valid[np.linspace(0, len(valid) - 1, min(fit_frames, len(valid))).round().astype(int)].tolist())
     crops, masks = [], []
@@ -303,6 +303,8 @@ def _tensors(avatar) -> dict[str, Tensor]:
         s, a = gs.shoulders, gs.shoulders.attributes
         out.update({"shoulders.means": s.means, "shoulders.valid": s.valid, "shoulders.features": a.features,
                     "shoulders.opacities": a.opacities, "shoulders.scales": a.scales, "shoulders.quats": a.quats})
+        if s.attached is not None:
+            out.update({"shoulders.attached": s.attached, "shoulders.rest_means": s.rest_means, "shoulders.rest_quats": s.rest_quats})
     out.update({"source.image": src.image, "source.mask": src.mask, "source.K": src.camera.K, "source.R": src.camera.R,
                 "source.t": src.camera.t, **{f"source.params.{f}": getattr(src.params, f) for f in ("shape", "expression", "pose", "translation")}})
     return {k: v.detach().cpu().clone() for k, v in out.items()}  # clones: safetensors refuses shared storage
@@ -367,7 +369,10 @@ def load_avatar(path, net):
     lod, size = int(meta["lod"]), int(meta["size"])
     attrs = lambda p: GaussianAttributes(t[f"{p}.features"], t[f"{p}.opacities"], t[f"{p}.scales"], t[f"{p}.quats"])  # noqa: E731
     levels = sorted(int(k[5:].split(".")[0]) for k in t if k.startswith("level") and k.endswith(".features"))
-    sh = ShoulderGaussians(t["shoulders.means"], attrs("shoulders"), t["shoulders.valid"]) if "shoulders.means" in t else None
+    sh = None
+    if "shoulders.means" in t:
+        sh = ShoulderGaussians(t["shoulders.means"], attrs("shoulders"), t["shoulders.valid"],
+                               *(t.get(f"shoulders.{k}") for k in ("attached", "rest_means", "rest_quats")))
     gs = GaussianSet(lod, {k: attrs(f"level{k}") for k in levels}, {k: t[f"level{k}.source_means"] for k in levels}, t["offsets"], t["shape"], sh)
     params = HeadParams(*(t[f"source.params.{f}"] for f in ("shape", "expression", "pose", "translation")))
     source = SourceFrame(t["source.image"], t["source.mask"], params, Camera(t["source.K"], t["source.R"], t["source.t"], size, size))

@@ -9,12 +9,13 @@ parameters beta_s, psi_s, theta_s, t_s; source camera P_s):
     V_0             = LBS(T + B_S(beta_s) + B_P(theta_s) + B_E(psi_s) + o) + t_s
     F^{GS_k}_h, V_k = Hierarchy(F^{GS_0}_global, V_0, F_local, P_s)       k = 0..lod (Phi, Psi_k, OAFF)
     H_k             = Head_k(F^{GS_k}_h)                                 colour, opacity, scale, rotation
-    S               = ShoulderBranch(F_local, M_s)                       means fixed in world
+    S               = ShoulderBranch(F_local, M_s)                       torso fixed in world, hair attached to the neck joint
 
 Enactment, per driving frame (position-only: no encoder, no attention, no heads):
 
     p_h = Phi^lod(LBS(T + B_S(beta_s) + B_P(theta_d) + B_E(psi_d) + o) + t_d)
     G   = H_lod(p_h) U S,     F_r = Splat(G, P_d),     I_c = F_r[:3],     I_r = I_c + R(F_r)
+    (S: the torso as reconstructed; its Gaussians above the neck joint moved by T_d T_s^{-1}, see shoulder_branch)
 
 Design decisions:
 
@@ -66,7 +67,7 @@ class GaussianSet:
     source_means: dict[int, Tensor]  # k -> [B, V_k, 3] head means in the source frame
     offsets: Tensor  # [B, V_0, 3] canonical-space vertex offsets o
     shape: Tensor  # [B, S] source identity beta_s
-    shoulders: ShoulderGaussians | None  # [B, N_s] Gaussians fixed in world, or None
+    shoulders: ShoulderGaussians | None  # [B, N_s] torso (fixed in world) and head-attached Gaussians, or None
     # lod -> (quats, scales, opacities, features) of H_lod U S, concatenated once (see static)
     _static: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -100,7 +101,7 @@ class GaussianSet:
             {k: m.detach() for k, m in self.source_means.items()},
             self.offsets.detach(),
             self.shape.detach(),
-            None if s is None else ShoulderGaussians(s.means.detach(), d(s.attributes), s.valid),
+            None if s is None else s.replace(means=s.means.detach(), attributes=d(s.attributes)),
         )
 
 
@@ -125,6 +126,42 @@ def posed_offsets(
     _, A = lbs.kinematic_chain(R, R.new_zeros(B, J, 3), head.parents)  # A[..., :3] = G_j
     L = torch.einsum("vj,bjrc->bvrc", head.weights, A[..., :3])  # [B, V, 3, 3]
     return (L * offsets[..., None, :]).sum(-1)  # L_i o_i
+
+
+NECK = 1  # FLAME's joint order: root, neck, jaw, eye L, eye R
+
+
+def neck_transform(head: HeadModel, params: HeadParams) -> tuple[Tensor, Tensor]:  # -> [B, 3, 3], [B, 3]
+    """The neck joint's world transform T(x) = G x + t (G = G_neck, t = its skinning offset + translation): the head's rigid motion."""
+    B = params.batch
+    v = head.v_template + lbs.blend_shapes(params.shape, head.shapedirs) + lbs.blend_shapes(params.expression, head.exprdirs)
+    R = lbs.rodrigues(params.pose.reshape(B, -1, 3))  # [B, J, 3, 3]
+    _, A = lbs.kinematic_chain(R, head.J_regressor @ v, head.parents)  # [B, J, 3, 4]
+    return A[:, NECK, :, :3], A[:, NECK, :, 3] + params.translation
+
+
+def rotmat_to_quat(R: Tensor) -> Tensor:  # [..., 3, 3] -> [..., 4] unit (w, x, y, z), w >= 0
+    """The quaternion of a rotation matrix (Shepperd: from the largest of w, x, y, z, for stability)."""
+    m = R
+    t = torch.stack([1 + m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
+                     1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)  # 4 q_i^2
+    cand = torch.stack([
+        torch.stack([t[..., 0], m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
+        torch.stack([m[..., 2, 1] - m[..., 1, 2], t[..., 1], m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0]], -1),
+        torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] + m[..., 0, 1], t[..., 2], m[..., 2, 1] + m[..., 1, 2]], -1),
+        torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] + m[..., 1, 2], t[..., 3]], -1),
+    ], -2)  # [..., 4 candidates, 4], candidate i = 4 q_i q
+    best = t.argmax(-1, keepdim=True)[..., None].expand(*t.shape[:-1], 1, 4)
+    q = torch.gather(cand, -2, best)[..., 0, :]
+    q = q / q.norm(dim=-1, keepdim=True)
+    return q * torch.where(q[..., :1] < 0, -1.0, 1.0)
+
+
+def quat_mul(a: Tensor, b: Tensor) -> Tensor:  # [..., 4] x2 (w, x, y, z) -> [..., 4], the rotation of a after b
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
 
 
 def _expand(x: Tensor, B: int) -> Tensor:
@@ -222,19 +259,38 @@ class OMGModel(nn.Module):
             source_means={L.k: L.vertices for L in fused},
             offsets=offsets,
             shape=source.shape,
-            shoulders=self._shoulders(enc.local, portrait_mask, depth, camera, V0) if cfg.use_shoulder else None,
+            shoulders=self._shoulders(enc.local, portrait_mask, depth, camera, V0, source) if cfg.use_shoulder else None,
         )
 
     def _vertices(self, shape: Tensor, expression: Tensor, pose: Tensor, translation: Tensor, offsets: Tensor) -> Tensor:
         """LBS(T + B_S + B_P + B_E + o) + t: the refined level-0 mesh [B, V_0, 3]."""
         return self.head(shape, expression, pose, translation).vertices + posed_offsets(self.head, pose, offsets)
 
-    def _shoulders(self, F_local: Tensor, portrait_mask: Tensor, depth: DepthBuffer, camera: Camera, V0: Tensor) -> ShoulderGaussians:
-        """M_s = portrait - head z-buffer mask, sampled on the local feature plane at the head's mean depth."""
+    def _shoulders(self, F_local: Tensor, portrait_mask: Tensor, depth: DepthBuffer, camera: Camera, V0: Tensor,
+                   source: HeadParams) -> ShoulderGaussians:
+        """M_s = portrait - head z-buffer mask, sampled on the local feature plane at the head's mean depth;
+        the Gaussians above the source's neck joint are attached to the head (module ``shoulder_branch``)."""
         M_s = shoulder_mask(portrait_mask, head_mask(depth.frags, self.collar))  # [B, H, W]
         z_p = camera.world_to_camera(V0.detach())[..., 2].mean(1)  # [B]
         plane = shoulder_plane(M_s, camera, z_p, grid=tuple(F_local.shape[-2:]))
-        return self.shoulder(F_local, plane.mask, plane.points, plane.normals)
+        S = self.shoulder(F_local, plane.mask, plane.points, plane.normals)
+        G, t = neck_transform(self.head, source)  # [B, 3, 3], [B, 3]
+        neck_y = self.head(source).joints[:, NECK, 1]  # [B] world height of the neck joint (y up)
+        rest = (S.means - t[:, None]) @ G  # G^T (p - t), as rows
+        q_rest = quat_mul(rotmat_to_quat(G).mul(torch.tensor([1.0, -1, -1, -1], device=G.device))[:, None], S.attributes.quats)
+        return S.replace(attached=(S.means[..., 1] > neck_y[:, None]) & S.valid, rest_means=rest, rest_quats=q_rest)
+
+    def _moved_shoulders(self, gs: GaussianSet, driver: HeadParams, B: int) -> tuple[Tensor, Tensor]:  # -> [B, N_s, 3], [B, N_s, 4]
+        """Shoulder means and rotations for the driver: the torso's as reconstructed, the attached ones moved with the head."""
+        s = gs.shoulders
+        means, quats = _expand(s.means, B), _expand(s.attributes.quats, B)
+        if s.attached is None or not bool(s.attached.any()):
+            return means, quats
+        G, t = neck_transform(self.head, HeadParams(_expand(gs.shape, B), driver.expression, driver.pose, driver.translation))
+        on = _expand(s.attached, B)[..., None]
+        moved = _expand(s.rest_means, B) @ G.transpose(1, 2) + t[:, None]  # T_d(T_s^{-1}(p_s))
+        turned = quat_mul(rotmat_to_quat(G)[:, None], _expand(s.rest_quats, B))
+        return torch.where(on, moved, means), torch.where(on, turned, quats)
 
     # ------------------------------------------------------------------ enactment
 
@@ -259,9 +315,12 @@ class OMGModel(nn.Module):
         B = means.shape[0]
         if camera.batch not in (1, B):
             raise ValueError(f"the driving camera holds {camera.batch} views; expected 1 or B={B}")
-        if gs.shoulders is not None:
-            means = torch.cat([means.float(), _expand(gs.shoulders.means, B).float()], 1)  # [B, N_h + N_s, 3]
         quats, scales, opacities, features = (_expand(x, B) for x in gs.static(lod))
+        if gs.shoulders is not None:
+            s_means, s_quats = self._moved_shoulders(gs, driver, B)
+            means = torch.cat([means.float(), s_means.float()], 1)  # [B, N_h + N_s, 3]
+            if gs.shoulders.attached is not None and bool(gs.shoulders.attached.any()):
+                quats = torch.cat([quats[:, : means.shape[1] - s_means.shape[1]], s_quats.float()], 1)
         out = splat(
             means.float(), quats, scales, opacities, features,
             _expand_camera(camera, B).to(dtype=torch.float32),

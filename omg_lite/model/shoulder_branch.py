@@ -9,8 +9,16 @@ segmentation model; :mod:`omg_lite.geometry.shoulders`) is on:
 
 where p^_s is the pixel's point on an image-aligned plane in the source view and n_s the
 plane's normal. The attributes use the head's activations (:func:`gaussian_heads.activate`)
-with the spacing of neighbouring plane points as the base size. Shoulder means are fixed in
-world space: enactment moves the head only.
+with the spacing of neighbouring plane points as the base size.
+
+The region M_s holds the torso and also what belongs to the head but lies outside the head
+mesh (hair, a hat). The torso stays fixed in world space as in the paper; the Gaussians above
+the neck joint (``attached``) move rigidly with the head, with the neck joint's world transform
+T(x) = G_neck x + t (:func:`omg_lite.model.omg.neck_transform`):
+
+    p_d = T_d(T_s^{-1}(p_s)),    q_d = q(G_neck,d) * conj(q(G_neck,s)) * q_s
+
+(OMGModel keeps T_s^{-1}(p_s) and conj(q(G_neck,s)) q_s as ``rest_means`` / ``rest_quats``.)
 
 Flatten keeps the masked pixels of each batch element in raster order and pads the batch to
 its largest count with invisible Gaussians (opacity 0, ``valid`` false), so N_s is the number
@@ -19,6 +27,7 @@ of masked pixels (the largest one in a batch).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +38,15 @@ from omg_lite.model.gaussian_heads import GaussianAttributes, activate, attribut
 
 @dataclass
 class ShoulderGaussians:
-    means: Tensor  # [B, N_s, 3] world, fixed during enactment
+    means: Tensor  # [B, N_s, 3] world, in the source frame (the torso's stay there)
     attributes: GaussianAttributes  # N_s Gaussians
     valid: Tensor  # [B, N_s] bool, false for padding (whose opacity is 0)
+    attached: Tensor | None = None  # [B, N_s] bool: above the neck joint, moves rigidly with the head
+    rest_means: Tensor | None = None  # [B, N_s, 3] T_s^{-1}(p_s): means in the neck joint's rest frame
+    rest_quats: Tensor | None = None  # [B, N_s, 4] conj(q(G_neck,s)) q_s: rotations in that frame
+
+    def replace(self, **changes) -> "ShoulderGaussians":
+        return dataclasses.replace(self, **changes)
 
 
 class ShoulderBranch(nn.Module):
