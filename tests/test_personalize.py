@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,3 +144,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "taken" / "x").write_text("mine")
     assert main(["personalize", "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "taken")]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_video_frames_track_a_clip_of_the_person(net, tmp_path):
+    from omg_lite.avatar import DATA_SAMPLES
+    from omg_lite.personalize import video_frames
+    from omg_lite.tracking.track import read_image
+    from omg_lite.tracking.video import write_video
+
+    folder = DATA_SAMPLES / "synth_256" / "id000" / "rgb"
+    frames = np.stack([read_image(p) for p in sorted(folder.glob("*.png"))])  # [3, 256, 256, 3]
+    video = write_video(tmp_path / "clip.mp4", np.concatenate([frames, frames]), fps=25)
+    avatar = Avatar.from_image(folder / "0000.png", net=net)
+    clip = video_frames(avatar, video, max_frames=10, fit_frames=3)
+    assert len(clip) == 3 and clip.images.shape[-2:] == (net.image_size, net.image_size)
+    assert torch.equal(clip.params.shape, avatar.source.params.shape.expand(3, -1))  # the avatar's identity, the clip's motion
+    with pytest.raises(ValueError, match="more than --max-frames"):
+        video_frames(avatar, video, max_frames=4, fit_frames=3)
