@@ -35,8 +35,10 @@ specific is the parameterisation and the prior.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -48,6 +50,8 @@ from omg_lite.head.params import HeadParams
 from omg_lite.model.gaussian_heads import GaussianAttributes
 from omg_lite.model.omg import GaussianSet
 from omg_lite.model.shoulder_branch import ShoulderGaussians
+
+log = logging.getLogger(__name__)
 
 EPS = 1e-4  # opacities are clamped to [EPS, 1 - EPS] before the logit, offsets to (1 - EPS) delta_max before atanh
 
@@ -283,7 +287,35 @@ def video_frames(avatar, video, max_frames: int, fit_frames: int) -> FitFrames:
                 crops.append(_image_tensor(crop))
                 masks.append(_mask_tensor(seg(crop)))
     idx = torch.as_tensor(sorted(keep))
-    return clip_frames(avatar, torch.cat(crops), torch.cat(masks), r.params[idx], r.camera[idx])
+    frames = clip_frames(avatar, torch.cat(crops), torch.cat(masks), r.params[idx], r.camera[idx])
+    warning = other_person(avatar.source.image, torch.cat(crops))
+    if warning:
+        warnings.warn(f"--video {video}: {warning}; fitting on it blends two people", OtherPersonWarning, stacklevel=2)
+    return frames
+
+
+class OtherPersonWarning(UserWarning):
+    """The clip given for personalisation does not look like the person in the photo."""
+
+
+def other_person(photo: Tensor, frames: Tensor) -> str | None:  # [1, 3, H, W], [M, 3, H, W] in [0, 1]
+    """Why the frames look like someone else than the photo (median dlib distance >= 0.6, ``omg_lite.identity``),
+    or None (same person, or no face to compare: then nothing is claimed)."""
+    import numpy as np
+
+    from omg_lite.avatar import to_uint8
+    from omg_lite.identity import SAME_PERSON_DISTANCE, IdentityModel, IdentityModelMissing, distance
+
+    try:
+        model = IdentityModel()
+    except IdentityModelMissing as e:
+        log.warning("the clip's identity is not checked: %s", e)
+        return None
+    ref, emb = model.embed(to_uint8(photo)), model.embed(to_uint8(frames))
+    if not ref.found[0] or not emb.found.any():
+        return None
+    d = float(np.median(distance(emb.vectors[emb.found], ref.vectors[:1])))
+    return f"its faces are {d:.2f} from the photo's (dlib distance; >= {SAME_PERSON_DISTANCE} means another person)" if d >= SAME_PERSON_DISTANCE else None
 
 
 # ------------------------------------------------------------------------------------ save and load

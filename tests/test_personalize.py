@@ -161,3 +161,18 @@ def test_video_frames_track_a_clip_of_the_person(net, tmp_path):
     assert torch.equal(clip.params.shape, avatar.source.params.shape.expand(3, -1))  # the avatar's identity, the clip's motion
     with pytest.raises(ValueError, match="more than --max-frames"):
         video_frames(avatar, video, max_frames=4, fit_frames=3)
+
+
+def test_a_clip_of_another_person_is_told_apart():
+    from omg_lite import samples
+    from omg_lite.avatar import _image_tensor
+    from omg_lite.personalize import other_person
+
+    def face(name):  # [1, 3, 256, 256] in [0, 1]
+        from PIL import Image
+
+        return _image_tensor(np.asarray(Image.fromarray(samples.image(name)).resize((256, 256))))
+
+    astronaut, hopper = face("astronaut"), face("hopper")
+    assert other_person(astronaut, torch.cat([astronaut.flip(-1), astronaut * 0.9])) is None  # the same person, mirrored, darker
+    assert "another person" in other_person(astronaut, hopper)
