@@ -1,4 +1,4 @@
-"""Pictures for notebook 10 (personalisation): what is fitted, the loss curve, feed-forward against
+"""Pictures for notebook 10 (personalisation) and the hair split of notebook 05: what is fitted, the loss curve, feed-forward against
 fitted per LOD, and a yaw sweep. Nothing here computes a result: each function draws what
 ``omg_lite.personalize`` and ``omg_lite.avatar`` return.
 """
@@ -91,3 +91,17 @@ def yaw_slider(avatars: dict, lod: int | None = None):
     slider.observe(redraw, names="value")
     redraw()
     display(w.VBox([slider, out]))
+
+
+def hair_split(avatar) -> plt.Figure:
+    """The source crop with the shoulder-branch Gaussians projected on it: attached to the head (red) or torso (blue)."""
+    s = avatar.gaussians.shoulders
+    uv = avatar.camera().project_world(s.means)[0][0].cpu()  # [N_s, 2] pixels
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(avatar.source.image[0].permute(1, 2, 0).cpu().numpy())
+    for on, colour, label in ((s.attached[0] & s.valid[0], "red", "moves with the head"), (~s.attached[0] & s.valid[0], "tab:blue", "torso, fixed")):
+        ax.scatter(uv[on.cpu(), 0], uv[on.cpu(), 1], s=2, c=colour, label=f"{label} ({int(on.sum())})")
+    ax.legend(loc="lower left", fontsize=7)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
