@@ -129,6 +129,7 @@ def posed_offsets(
 
 
 NECK = 1  # FLAME's joint order: root, neck, jaw, eye L, eye R
+HAIR_WIDTH = 1.3  # head-attached shoulder Gaussians lie within this many half-widths of the head's centre
 
 
 def neck_transform(head: HeadModel, params: HeadParams) -> tuple[Tensor, Tensor]:  # -> [B, 3, 3], [B, 3]
@@ -278,7 +279,11 @@ class OMGModel(nn.Module):
         neck_y = self.head(source).joints[:, NECK, 1]  # [B] world height of the neck joint (y up)
         rest = (S.means - t[:, None]) @ G  # G^T (p - t), as rows
         q_rest = quat_mul(rotmat_to_quat(G).mul(torch.tensor([1.0, -1, -1, -1], device=G.device))[:, None], S.attributes.quats)
-        return S.replace(attached=(S.means[..., 1] > neck_y[:, None]) & S.valid, rest_means=rest, rest_quats=q_rest)
+        x = V0.detach()[:, ~self.head.regions["neck"], 0]  # [B, V'] the head's horizontal extent, neck left out
+        centre, half = (x.amax(1) + x.amin(1)) / 2, (x.amax(1) - x.amin(1)) / 2  # [B]
+        above = S.means[..., 1] > neck_y[:, None]
+        beside = (S.means[..., 0] - centre[:, None]).abs() <= HAIR_WIDTH * half[:, None]  # not the shoulders' tops
+        return S.replace(attached=above & beside & S.valid, rest_means=rest, rest_quats=q_rest)
 
     def _moved_shoulders(self, gs: GaussianSet, driver: HeadParams, B: int) -> tuple[Tensor, Tensor]:  # -> [B, N_s, 3], [B, N_s, 4]
         """Shoulder means and rotations for the driver: the torso's as reconstructed, the attached ones moved with the head."""

@@ -13,7 +13,8 @@ with the spacing of neighbouring plane points as the base size.
 
 The region M_s holds the torso and also what belongs to the head but lies outside the head
 mesh (hair, a hat). The torso stays fixed in world space as in the paper; the Gaussians above
-the neck joint (``attached``) move rigidly with the head, with the neck joint's world transform
+the neck joint and within 1.3 head half-widths of the head's centre (``attached``: so the tops of
+raised shoulders or a collar beside the neck stay with the torso) move rigidly with the head, with the neck joint's world transform
 T(x) = G_neck x + t (:func:`omg_lite.model.omg.neck_transform`):
 
     p_d = T_d(T_s^{-1}(p_s)),    q_d = q(G_neck,d) * conj(q(G_neck,s)) * q_s
