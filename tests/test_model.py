@@ -576,3 +576,46 @@ def test_bench_attention_runs_each_size_in_its_own_process(monkeypatch):
     for (_, reply), row in zip(children, [rows[0], rows[1], rows[3], rows[4]]):
         assert (row["ms"], row["peak_mb"]) == (reply["ms"], reply["peak_mb"])  # each row is its own child's figure
     assert rows[2]["theory"] == 16.0 and rows[2]["ms"] == pytest.approx(children[1][1]["ms"] / children[0][1]["ms"])
+
+
+def _refiner_nchw(ref, F_r):
+    """The refiner written out op by op on plain contiguous NCHW tensors (the layout-naive way)."""
+    import torch.nn.functional as Fn
+
+    def block(seq, x):
+        return Fn.gelu(Fn.conv2d(Fn.gelu(Fn.conv2d(x, seq[0].weight, seq[0].bias, padding=1)), seq[2].weight, seq[2].bias, padding=1))
+
+    H, W = F_r.shape[-2:]
+    m = 2**ref.depth
+    x = Fn.pad(F_r, (0, -W % m, 0, -H % m), mode="replicate")
+    skips = []
+    for i, seq in enumerate(ref.down):
+        x = block(seq, x if i == 0 else Fn.avg_pool2d(x, 2))
+        skips.append(x)
+    skips.pop()
+    for seq in ref.up:
+        skip = skips.pop()
+        x = block(seq, torch.cat([Fn.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False), skip], 1))
+    return F_r[:, :3] + Fn.conv2d(x, ref.out.weight, ref.out.bias)[..., :H, :W]
+
+
+@pytest.mark.parametrize("size", [(32, 32), (30, 37)])  # a multiple of 2^depth (no padding) and not
+def test_refiner_layout_tricks_compute_the_plain_nchw_unet(size):
+    from omg_lite.model.refiner import Refiner
+
+    torch.manual_seed(0)
+    ref = Refiner(channels=6, width=8, depth=2)
+    for p in ref.parameters():  # trained-like weights, not the near-zero init of the last layer
+        torch.nn.init.normal_(p, std=0.2)
+    F_r = torch.randn(2, 6, *size, requires_grad=True)
+    out = ref(F_r)
+    assert out.shape == (2, 3, *size) and out.is_contiguous()
+    F_plain = F_r.detach().clone().requires_grad_(True)
+    expect = _refiner_nchw(ref, F_plain)
+    torch.testing.assert_close(out, expect, rtol=1e-4, atol=1e-5 * expect.abs().max().item())  # float32 summation order
+    g = torch.randn_like(out)
+    (got_in, *got_w) = torch.autograd.grad(out, [F_r, *ref.parameters()], g)
+    (exp_in, *exp_w) = torch.autograd.grad(expect, [F_plain, *ref.parameters()], g)
+    torch.testing.assert_close(got_in, exp_in, rtol=1e-4, atol=1e-5 * exp_in.abs().max().item())
+    for a, b in zip(got_w, exp_w):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
