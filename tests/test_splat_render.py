@@ -226,3 +226,25 @@ def test_without_numba_torch_falls_back_with_a_warning(monkeypatch):
     with pytest.warns(UserWarning, match="numba is not installed"):
         out = render(*inputs[:5], camera, inputs[5], backend="torch")
     torch.testing.assert_close(out.image, naive_render(*inputs[:5], camera, inputs[5])[0], rtol=1e-4, atol=1e-4)
+
+
+def test_fast_renderer_leaves_torchs_thread_count_alone():
+    """A render must not reset torch's intra-op threads (numba's OpenMP layer did: the refiner
+    after it then ran on threads the user had turned off). Fresh process: the layer is chosen once."""
+    import os
+    import subprocess
+
+    code = (
+        "import torch, numba\n"
+        "from omg_lite.bench.render import head_cloud, head_camera\n"
+        "from omg_lite.splat import render\n"
+        "from omg_lite.model.refiner import Refiner\n"
+        "torch.set_num_threads(1)\n"
+        "Refiner(32, 16, 2)(torch.rand(1, 32, 64, 64))  # torch's OpenMP runtime starts first, as in a frame\n"
+        "render(**head_cloud(200, 4), camera=head_camera(32), backend='torch')\n"
+        "print(torch.get_num_threads(), numba.threading_layer())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env.update(NUMBA_NUM_THREADS="2", OMP_NUM_THREADS="2")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1", "workqueue"]

@@ -13,6 +13,12 @@ in parallel; each walks its list once, visits per row only the pixels where
 sigma <= ln(255 o) can hold, and stops when every pixel is done) and, for gradients, the
 reverse. numba is a pip wheel; the kernels are compiled on first use and cached on disk. They
 run on numba's thread pool (all cores; set NUMBA_NUM_THREADS to use fewer on a shared machine).
+The pool is numba's own ``workqueue`` layer unless NUMBA_THREADING_LAYER says otherwise: with
+its OpenMP layer, numba and torch share one OpenMP runtime, every render resets torch's thread
+count to numba's (``torch.set_num_threads(1)`` stops holding), and torch's convolutions then
+ran 5-6x slower on a loaded 2-core machine (measured: the lite refiner at 256x256, 300 ms of
+CPU instead of 51). The workqueue layer blends as fast; it must not be entered from two Python
+threads at once (omg_lite renders from one).
 
 Backward, per pixel back to front from its last blended Gaussian, with g = dL/dC(p),
 S_i = sum_{j>i} alpha_j T_j (c_j . g) and dL/dT_N from alpha, depth and background:
@@ -34,6 +40,7 @@ non-finite inputs before blending.
 from __future__ import annotations
 
 import math
+import os
 
 import numba as nb
 import numpy as np
@@ -44,6 +51,9 @@ from omg_lite.geometry.camera import Camera
 from omg_lite.splat import numba_project as nproj
 from omg_lite.splat.project import ALPHA_MIN
 from omg_lite.splat.torch_render import ALPHA_MAX, T_MIN
+
+if "NUMBA_THREADING_LAYER" not in os.environ:  # before the first parallel kernel runs (see the docstring)
+    nb.config.THREADING_LAYER = "workqueue"
 
 TILE = 16
 # Tiles handed to a thread at a time: tiles cost very different amounts (background vs face),
