@@ -279,7 +279,8 @@ class OMGModel(nn.Module):
         neck_y = self.head(source).joints[:, NECK, 1]  # [B] world height of the neck joint (y up)
         rest = (S.means - t[:, None]) @ G  # G^T (p - t), as rows
         q_rest = quat_mul(rotmat_to_quat(G).mul(torch.tensor([1.0, -1, -1, -1], device=G.device))[:, None], S.attributes.quats)
-        x = V0.detach()[:, ~self.head.regions["neck"], 0]  # [B, V'] the head's horizontal extent, neck left out
+        neck = self.head.regions.get("neck")  # a head model without regions: its whole extent
+        x = V0.detach()[..., 0] if neck is None else V0.detach()[:, ~neck, 0]  # [B, V'] the head's horizontal extent, neck left out
         centre, half = (x.amax(1) + x.amin(1)) / 2, (x.amax(1) - x.amin(1)) / 2  # [B]
         above = S.means[..., 1] > neck_y[:, None]
         beside = (S.means[..., 0] - centre[:, None]).abs() <= HAIR_WIDTH * half[:, None]  # not the shoulders' tops
