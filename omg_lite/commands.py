@@ -290,6 +290,8 @@ def run_eval(
     cross: bool = True,
     motion: bool = True,
     identity: bool = True,
+    fit: int = 0,
+    fit_frames: int = 0,
     preset: str | None = None,
     json: bool = False,
     encoder_weights: str | None = None,
@@ -307,6 +309,8 @@ def run_eval(
         cross: Also cross-reenactment (clip i's avatar driven by clip i+1).
         motion: AKD / AED / APD (landmark detection and fitting: the slow part).
         identity: CSIM and the same-person rate (dlib's face descriptor, about 0.2 s per image).
+        fit: Also score the avatar personalised from the source photo with this many steps (rows coarse+fit, full+fit).
+        fit_frames: The fit also sees the clip's frames 1..N, and every row scores only the frames after N (half-clip protocol).
         preset: Refuse a checkpoint trained with another preset.
         json: Print JSON instead of a markdown table.
         encoder_weights: The DINOv2 weights file the checkpoint was trained on, when it was a local file.
@@ -315,9 +319,10 @@ def run_eval(
     from omg_lite.avatar import AvatarModel
     from omg_lite.evaluate import evaluate
 
-    check_args(lod=(lod, LOD), heldout=(heldout, FRAMES), max_frames=(max_frames, FRAMES))
+    check_args(lod=(lod, LOD), heldout=(heldout, FRAMES), max_frames=(max_frames, FRAMES), fit=(fit, (0, FRAMES[1])),
+               fit_frames=(fit_frames, (0, FRAMES[1])))
     net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
-    r = evaluate(net, data, None if lod is None else [lod], split, heldout, max_frames, cross, motion, identity,
+    r = evaluate(net, data, None if lod is None else [lod], split, heldout, max_frames, cross, motion, identity, fit, fit_frames,
                  progress=not json)
     print(r.to_json() if json else r.markdown())
 

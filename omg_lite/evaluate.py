@@ -16,9 +16,12 @@ Settings:
 
 Rows (the paper's baselines beside the model): ``source`` (the source image unchanged),
 ``coarse`` (I_c, the splatted RGB without the refiner) and ``full`` (I_r), per level of detail.
-Rows are keyed (setting, method, lod) and every score goes through ``_scores``: another avatar of
-the same source (a personalised one, issue 18) joins the table as more methods of the same clip
-(e.g. ``full+fit``), scored on the same drivers, truths and metrics.
+Rows are keyed (setting, method, lod) and every score goes through ``_scores``. With ``fit`` steps,
+the avatar personalised from the source photo (``Avatar.personalize``, ``omg_lite.personalize``)
+joins as the methods ``coarse+fit`` and ``full+fit``, scored on the same drivers, truths and
+metrics. With ``fit_frames`` N (the half-clip protocol) the fit also sees the clip's frames
+1..N, and every row of the run scores self-reenactment on the frames after N only (N + 1..end),
+so that no row is scored on a frame the fit saw.
 
 Metrics, each image scored alone and averaged over frames:
 
@@ -59,7 +62,8 @@ from omg_lite.head.params import HeadParams, load_clip
 from omg_lite.identity import IdentityMetric
 from omg_lite.train.data import clip_folders
 
-METHODS = {"source": "source image (unchanged)", "coarse": "coarse render I_c (no refiner)", "full": "full model I_r"}
+METHODS = {"source": "source image (unchanged)", "coarse": "coarse render I_c (no refiner)", "full": "full model I_r",
+           "coarse+fit": "I_c of the personalised avatar", "full+fit": "I_r of the personalised avatar"}
 
 
 # ------------------------------------------------------------------------------------ image metrics
@@ -254,12 +258,13 @@ def _mean(x: Tensor) -> float:
 @torch.no_grad()
 def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, split: str = "all", heldout: int | None = None,
              max_frames: int | None = None, cross: bool = True, motion: bool = True, identity: bool = True,
-             progress: bool = True) -> EvalResult:
+             fit: int = 0, fit_frames: int = 0, progress: bool = True) -> EvalResult:
     """Self- and cross-reenactment metrics of ``net`` on the clips under ``data`` (module docstring).
 
     ``split``: "all" clips, or "heldout" = the last ``heldout`` clips by name (default: the
     checkpoint's ``train.heldout``, the identities its training never saw). ``identity``: CSIM and
-    the same-person rate (dlib); ``motion``: AKD / AED / APD.
+    the same-person rate (dlib); ``motion``: AKD / AED / APD. ``fit``: personalisation steps for the
+    ``+fit`` rows (0: none); ``fit_frames``: clip frames the fit also sees, scored on none (module docstring).
     """
     from tqdm.auto import tqdm
 
@@ -275,12 +280,20 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
         folders = folders[-n:]
     elif split != "all":
         raise ValueError(f"split must be 'all' or 'heldout', got {split!r}")
+    if fit < 0 or fit_frames < 0:
+        raise ValueError(f"--fit {fit} / --fit-frames {fit_frames}: steps and frames must be 0 (off) or more")
+    if fit_frames and not fit:
+        raise ValueError(f"--fit-frames {fit_frames} needs --fit STEPS (the personalisation those frames feed)")
     levels = list(range(net.model.levels + 1)) if lods is None else list(lods)
     for k in levels:
         if not 0 <= k <= net.model.levels:
             raise ValueError(f"--lod {k}: this model has levels 0..{net.model.levels}")
     size = net.image_size
     clips = [read_clip(f, size, max_frames) for f in folders]
+    for c in clips:
+        if fit_frames >= len(c) - 1:
+            raise ValueError(f"--fit-frames {fit_frames}: clip {c.name} has {len(c)} valid frames (after --max-frames), and the "
+                             f"half-clip protocol needs a source, N fitting frames and one to score: pass --fit-frames {len(c) - 2} or less")
     if any(c.params.expression.shape[1] != net.head.n_expr or c.params.shape.shape[1] != net.head.n_shape for c in clips):
         raise ValueError(f"the clips under {data} were made with another head model ({net.head.n_shape} shape / "
                          f"{net.head.n_expr} expression coefficients expected)")
@@ -290,6 +303,7 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
     mm = MotionMetrics(net.head, track_config(net)) if motion else None
     idm = IdentityMetric() if identity else None
     acc: dict[tuple, list[dict]] = {}  # (setting, method, lod) -> one score dict per clip
+    reports = []  # the personalisation fits (FitReport), one per clip
 
     def add(key: tuple, values: dict) -> None:
         acc.setdefault(key, []).append(values)
@@ -299,7 +313,15 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
         bar = tqdm(total=len(clips) * (1 + cross) * len(levels), desc="reenact", disable=not progress)
         for ci, c in enumerate(clips):
             avatar = Avatar.from_frame(c.rgb[0], c.params[0:1], c.camera[0:1], c.mask[0, 0], net=net, lod=max(levels))
-            drv = torch.arange(1, len(c))
+            avatars = [("", avatar)]  # (method suffix, avatar)
+            if fit:
+                from omg_lite.personalize import clip_frames
+
+                seen = slice(1, 1 + fit_frames)  # the frames the fit sees, scored by no row
+                frames = clip_frames(avatar, c.rgb[seen], c.mask[seen], c.params[seen], c.camera[seen]) if fit_frames else None
+                avatars.append(("+fit", avatar.personalize(fit, clip=frames, progress=progress)))
+                reports.append(avatars[-1][1].fit)
+            drv = torch.arange(1 + fit_frames, len(c))
             truth = target(c, drv).to(net.device)
             src = target(c, torch.zeros_like(drv)).to(net.device)
             lm, fit = fits[ci]
@@ -316,12 +338,13 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
                 ids = None if idm is None else idm.reference(srcs if gt is None else gt)
                 add((name, "source", None), _scores(srcs, gt, lpips, mm, dl, df, idm, ids))
                 for k in levels:
-                    out = avatar.render(params, cams, k)
-                    n = avatar.counts(k)["total"]
-                    for method, img in (("coarse", out.coarse), ("full", out.refined)):
-                        if method == "full" and not net.cfg.model.use_refiner:
-                            continue
-                        add((name, method, k), {"gaussians": n, **_scores(img.clamp(0, 1), gt, lpips, mm, dl, df, idm, ids)})
+                    for suffix, av in avatars:
+                        out = av.render(params, cams, k)
+                        n = av.counts(k)["total"]
+                        for method, img in (("coarse", out.coarse), ("full", out.refined)):
+                            if method == "full" and not net.cfg.model.use_refiner:
+                                continue
+                            add((name, method + suffix, k), {"gaussians": n, **_scores(img.clamp(0, 1), gt, lpips, mm, dl, df, idm, ids)})
                     bar.update(1)
         bar.close()
     finally:
@@ -332,6 +355,14 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
              f"model: {net.label}; encoder weights: {net.encoder.weights_source}",
              f"{len(clips)} clip(s) from {data} ({split}), frames at {size}x{size}; self: first frame drives to the others, "
              "truth composited on the background outside the portrait mask; cross: clip i's avatar driven by clip i+1 (neck placement)"]
+    if fit:
+        diverged = sum(r.diverged is not None for r in reports)
+        notes.append(f"+fit: the avatar personalised from the source photo{f' and frames 1..{fit_frames}' if fit_frames else ''} "
+                     f"(omg_lite.personalize defaults, {fit} steps over the kept levels in turn, "
+                     f"{np.mean([r.seconds for r in reports]):.0f} s per clip)"
+                     + (f"; {diverged} fit(s) diverged and kept the feed-forward avatar" if diverged else ""))
+    if fit_frames:
+        notes.append(f"half-clip protocol: every self row scores frames {fit_frames + 1}.. only (the fit saw frames 1..{fit_frames})")
     if mm is not None:
         s = mm.stats
         notes.append(f"AKD/AED/APD average over the scored images where the detector found a face: {s['render_found']} of "
@@ -340,7 +371,8 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
             notes.append(f"AKD: the detector missed {s['driver_fallback']} of {s['driver_frames']} driver frames; their true projected landmarks stand in")
     else:
         notes.append("AKD/AED/APD not computed (motion metrics off)")
-    return EvalResult(rows, notes, {"data": str(data), "split": split, "clips": [c.name for c in clips], "lods": levels, "checkpoint": net.label})
+    return EvalResult(rows, notes, {"data": str(data), "split": split, "clips": [c.name for c in clips], "lods": levels, "checkpoint": net.label,
+                                   "fit": fit, "fit_frames": fit_frames})
 
 
 def _scores(pred: Tensor, gt: Tensor | None, lpips: Lpips, mm: MotionMetrics | None, drv_lm, drv_fit, idm: IdentityMetric | None,

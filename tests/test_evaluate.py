@@ -141,3 +141,50 @@ def test_tables_at_smoke_size(tmp_path, capsys):
     assert heads == sorted(heads) and len(heads) == 3
     assert all(isinstance(o["holds"], bool) for o in data["orderings"])
     assert sorted(p.name for p in (tmp_path / "t" / "runs").iterdir()) == ["full", "no_refiner"]
+
+
+def _frames_of(folder: Path, max_frames: int) -> int:
+    """Valid frames of a clip, read straight from its params.npz (not through read_clip)."""
+    return min(int(np.load(folder / "params.npz")["valid"].sum()), max_frames)
+
+
+def test_eval_fit_rows_and_the_half_clip_protocol(run, capsys):
+    clip = ROOT / "data_samples" / "synth_128" / "id000"
+    base = ["eval", "--checkpoint", str(run), "--data", str(clip), "--lod", "1", "--max-frames", "4", "--no-motion",
+            "--no-identity", "--no-cross", "--json"]
+    assert main(base + ["--fit", "4", "--fit-frames", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {row["method"]: row for row in out["rows"]}
+    assert set(rows) == {"source", "coarse", "full", "coarse+fit", "full+fit"}
+    scored = _frames_of(clip, 4) - 1 - 1  # drivers after the source (frame 0) and the N = 1 fitting frame
+    assert {row["frames"] for row in rows.values()} == {scored}  # every row on the same frames, none the fit saw
+    assert any(n.startswith("half-clip protocol") for n in out["notes"])
+    for bad, why in ((["--fit", "-1"], "--fit -1"), (["--fit", "2", "--fit-frames", "3"], "--fit-frames 2 or less"),
+                     (["--fit-frames", "1"], "needs --fit STEPS")):
+        assert main(base + bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("omg-lite: error:") and why in err and err.count("\n") == 1
+
+
+def test_eval_fit_improves_the_source_view(run, tmp_path):
+    """A clip whose frame 1 is frame 0 again: self-reenactment then scores the source view itself, which the
+    personalisation fits, so the fitted rows' PSNR must rise above the feed-forward rows' (the fit's own objective)."""
+    import shutil
+
+    src = ROOT / "data_samples" / "synth_128" / "id000"
+    clip = tmp_path / "same" / "id000"
+    shutil.copytree(src, clip)
+    for sub in ("rgb", "mask"):
+        shutil.copy(clip / sub / "0000.png", clip / sub / "0001.png")
+    z = dict(np.load(clip / "params.npz"))
+    for k, v in z.items():
+        if v.ndim and v.shape[0] == 4 and k != "landmark_ids":
+            v[1] = v[0]
+    np.savez(clip / "params.npz", **z)
+    net = AvatarModel.load(run, device="cpu")
+    r = evaluate(net, clip.parent, lods=[1], max_frames=2, cross=False, motion=False, identity=False, fit=30, progress=False)
+    rows = {row["method"]: row for row in r.rows}
+    assert rows["full+fit"]["frames"] == 1 and rows["full"]["frames"] == 1
+    assert math.isinf(rows["source"]["psnr"])  # the scored frame is the source view itself
+    assert rows["full+fit"]["psnr"] > rows["full"]["psnr"] + 0.5
+    assert rows["coarse+fit"]["psnr"] > rows["coarse"]["psnr"] + 0.5
