@@ -324,8 +324,8 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
             drv = torch.arange(1 + fit_frames, len(c))
             truth = target(c, drv).to(net.device)
             src = target(c, torch.zeros_like(drv)).to(net.device)
-            lm, fit = fits[ci]
-            settings = [("self", c, drv, c.params[drv], c.camera[drv], truth, lm, fit)]
+            lm, lm_fit = fits[ci]
+            settings = [("self", c, drv, c.params[drv], c.camera[drv], truth, lm, lm_fit)]
             if cross and len(clips) > 1:
                 d = clips[(ci + 1) % len(clips)]
                 dlm, dfit = fits[(ci + 1) % len(clips)]

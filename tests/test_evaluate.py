@@ -148,17 +148,22 @@ def _frames_of(folder: Path, max_frames: int) -> int:
     return min(int(np.load(folder / "params.npz")["valid"].sum()), max_frames)
 
 
-def test_eval_fit_rows_and_the_half_clip_protocol(run, capsys):
-    clip = ROOT / "data_samples" / "synth_128" / "id000"
-    base = ["eval", "--checkpoint", str(run), "--data", str(clip), "--lod", "1", "--max-frames", "4", "--no-motion",
+def test_eval_fit_rows_and_the_half_clip_protocol(run, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "two"  # two clips: each gets its own fit
+    for name in ("id000", "id001"):
+        shutil.copytree(ROOT / "data_samples" / "synth_128" / name, data / name)
+    base = ["eval", "--checkpoint", str(run), "--data", str(data), "--lod", "1", "--max-frames", "4", "--no-motion",
             "--no-identity", "--no-cross", "--json"]
     assert main(base + ["--fit", "4", "--fit-frames", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     rows = {row["method"]: row for row in out["rows"]}
     assert set(rows) == {"source", "coarse", "full", "coarse+fit", "full+fit"}
-    scored = _frames_of(clip, 4) - 1 - 1  # drivers after the source (frame 0) and the N = 1 fitting frame
+    scored = sum(_frames_of(data / n, 4) - 1 - 1 for n in ("id000", "id001"))  # drivers after the source (frame 0) and the N = 1 fitting frame
     assert {row["frames"] for row in rows.values()} == {scored}  # every row on the same frames, none the fit saw
-    assert any(n.startswith("half-clip protocol") for n in out["notes"])
+    assert any(n.startswith("half-clip protocol") for n in out["notes"]) and any(n.startswith("+fit: ") for n in out["notes"])
+    assert out["info"]["fit"] == 4 and out["info"]["fit_frames"] == 1
     for bad, why in ((["--fit", "-1"], "--fit -1"), (["--fit", "2", "--fit-frames", "3"], "--fit-frames 2 or less"),
                      (["--fit-frames", "1"], "needs --fit STEPS")):
         assert main(base + bad) == 2
