@@ -139,7 +139,7 @@ def test_offsets_are_added_before_skinning(head):
     pose[0, :3] = torch.tensor([0.3, -0.5, 0.2])
     t = torch.tensor([[0.01, 0.02, -0.03]])
     o = 0.01 * torch.randn(1, head.num_vertices, 3)
-    got = model._vertices(shape, expr, pose, t, o)
+    got = model._vertices(HeadParams(shape, expr, pose, t), o)[0]
     canonical = head(shape, expr, torch.zeros(1, 15), torch.zeros(1, 3)).vertices + o
     R = torch.as_tensor(Rotation.from_rotvec(pose[0, :3].numpy()).as_matrix(), dtype=torch.float32)
     J0 = head(shape, expr).joints[:, 0]  # the root joint, the centre of the rotation
@@ -201,7 +201,7 @@ def test_shoulder_points_lie_on_the_image_plane_through_their_pixels(head):
     enc, src, cam, mask = inputs()
     with torch.no_grad():
         gs = model.reconstruct(enc, src, cam, mask, 0)
-        z_plane = cam.world_to_camera(model._vertices(src.shape, src.expression, src.pose, src.translation, gs.offsets))[0, :, 2].mean()
+        z_plane = cam.world_to_camera(model._vertices(src, gs.offsets)[0])[0, :, 2].mean()
     x = cam.world_to_camera(gs.shoulders.means)[0]  # [N_s, 3] camera space
     # Plane pixels of rows 12..15 (16 x 16 plane over a 32 x 32 image) in raster order: the ray
     # through the image point ((j + 0.5) 2, (i + 0.5) 2) meets the plane z = z_p at z_p K^-1 (u, v, 1).
@@ -381,7 +381,7 @@ def test_visibility_mask_matches_the_analytic_sphere_and_the_switch_sets_it_to_o
     enc, src, cam, mask = inputs(size=S)
     zero = HeadParams.zeros(1, 4, 3)
     model = model_for(head, use_global=False)  # F_h = F_local * M exactly, no offsets: the mesh stays a sphere
-    V0 = model._vertices(zero.shape, zero.expression, zero.pose, zero.translation, torch.zeros(1, 162, 3))
+    V0 = model._vertices(zero, torch.zeros(1, 162, 3))[0]
     depth = DepthBuffer(cam.world_to_camera(V0), head.faces, cam.K, S, S)
     for off in (False, True):
         m = model_for(head, use_global=False, use_visibility=not off)

@@ -39,6 +39,7 @@ class HeadOutput:
     vertices: Tensor  # [B, V, 3] posed vertices, world (FLAME axes, metres)
     joints: Tensor  # [B, 5, 3] posed joints
     landmarks_or_none: Tensor | None  # [B, K, 3] or None when the model has no landmark embedding
+    transforms: Tensor  # [B, 5, 3, 4] each joint's world rigid transform [G_j | t_j], x -> G_j x + t_j (translation included)
 
     @property
     def landmarks(self) -> Tensor:
@@ -215,7 +216,8 @@ class HeadModel(nn.Module):
         joints, A = lbs.kinematic_chain(R, J, self.parents)
         verts = lbs.skin(v_shaped, self.weights, A) + trans[:, None, :]
         landmarks = self.landmarks_from_vertices(verts) if self.has_landmarks else None
-        return HeadOutput(vertices=verts, joints=joints + trans[:, None, :], landmarks_or_none=landmarks)
+        transforms = torch.cat([A[..., :3], (A[..., 3] + trans[:, None, :])[..., None]], -1)  # [B, 5, 3, 4]
+        return HeadOutput(vertices=verts, joints=joints + trans[:, None, :], landmarks_or_none=landmarks, transforms=transforms)
 
     def landmarks_from_vertices(self, vertices: Tensor) -> Tensor:  # vertices [B, V, 3] -> [B, K, 3]
         """l_k = sum_m b_km v_{f_k, m} on any mesh with this model's topology."""

@@ -48,7 +48,7 @@ from omg_lite.geometry.subdivide import Subdivider
 from omg_lite.geometry.shoulders import collar_band, head_mask, shoulder_mask, shoulder_plane
 from omg_lite.geometry.visibility import DepthBuffer
 from omg_lite.head import lbs
-from omg_lite.head.model import HeadModel
+from omg_lite.head.model import HeadModel, HeadOutput
 from omg_lite.head.params import HeadParams
 from omg_lite.model.gaussian_heads import GaussianAttributes, GaussianHead
 from omg_lite.model.global_branch import GlobalBranch, OffsetHead
@@ -132,13 +132,9 @@ NECK = 1  # FLAME's joint order: root, neck, jaw, eye L, eye R
 HAIR_WIDTH = 1.3  # head-attached shoulder Gaussians lie within this many half-widths of the head's centre
 
 
-def neck_transform(head: HeadModel, params: HeadParams) -> tuple[Tensor, Tensor]:  # -> [B, 3, 3], [B, 3]
+def neck_transform(posed: HeadOutput) -> tuple[Tensor, Tensor]:  # -> [B, 3, 3], [B, 3]
     """The neck joint's world transform T(x) = G x + t (G = G_neck, t = its skinning offset + translation): the head's rigid motion."""
-    B = params.batch
-    v = head.v_template + lbs.blend_shapes(params.shape, head.shapedirs) + lbs.blend_shapes(params.expression, head.exprdirs)
-    R = lbs.rodrigues(params.pose.reshape(B, -1, 3))  # [B, J, 3, 3]
-    _, A = lbs.kinematic_chain(R, head.J_regressor @ v, head.parents)  # [B, J, 3, 4]
-    return A[:, NECK, :, :3], A[:, NECK, :, 3] + params.translation
+    return posed.transforms[:, NECK, :, :3], posed.transforms[:, NECK, :, 3]
 
 
 def rotmat_to_quat(R: Tensor) -> Tensor:  # [..., 3, 3] -> [..., 4] unit (w, x, y, z), w >= 0
@@ -247,7 +243,7 @@ class OMGModel(nn.Module):
         cfg = self.cfg
         F0 = self.global_branch(enc.tokens, enc.identity) if cfg.use_global else None  # [B, V_0, D]
         offsets = self.offset_head(F0) if cfg.use_global else enc.tokens.new_zeros(B, self.head.num_vertices, 3)
-        V0 = self._vertices(source.shape, source.expression, source.pose, source.translation, offsets)  # [B, V_0, 3]
+        V0, posed = self._vertices(source, offsets)  # [B, V_0, 3]
         depth = None
         if cfg.use_visibility or cfg.use_shoulder:
             verts_cam = camera.world_to_camera(V0.detach().float())
@@ -260,23 +256,24 @@ class OMGModel(nn.Module):
             source_means={L.k: L.vertices for L in fused},
             offsets=offsets,
             shape=source.shape,
-            shoulders=self._shoulders(enc.local, portrait_mask, depth, camera, V0, source) if cfg.use_shoulder else None,
+            shoulders=self._shoulders(enc.local, portrait_mask, depth, camera, V0, posed) if cfg.use_shoulder else None,
         )
 
-    def _vertices(self, shape: Tensor, expression: Tensor, pose: Tensor, translation: Tensor, offsets: Tensor) -> Tensor:
-        """LBS(T + B_S + B_P + B_E + o) + t: the refined level-0 mesh [B, V_0, 3]."""
-        return self.head(shape, expression, pose, translation).vertices + posed_offsets(self.head, pose, offsets)
+    def _vertices(self, params: HeadParams, offsets: Tensor) -> tuple[Tensor, HeadOutput]:
+        """LBS(T + B_S + B_P + B_E + o) + t: the refined level-0 mesh [B, V_0, 3], and the head model's pass it came from."""
+        posed = self.head(params)
+        return posed.vertices + posed_offsets(self.head, params.pose, offsets), posed
 
     def _shoulders(self, F_local: Tensor, portrait_mask: Tensor, depth: DepthBuffer, camera: Camera, V0: Tensor,
-                   source: HeadParams) -> ShoulderGaussians:
+                   posed: HeadOutput) -> ShoulderGaussians:
         """M_s = portrait - head z-buffer mask, sampled on the local feature plane at the head's mean depth;
         the Gaussians above the source's neck joint are attached to the head (module ``shoulder_branch``)."""
         M_s = shoulder_mask(portrait_mask, head_mask(depth.frags, self.collar))  # [B, H, W]
         z_p = camera.world_to_camera(V0.detach())[..., 2].mean(1)  # [B]
         plane = shoulder_plane(M_s, camera, z_p, grid=tuple(F_local.shape[-2:]))
         S = self.shoulder(F_local, plane.mask, plane.points, plane.normals)
-        G, t = neck_transform(self.head, source)  # [B, 3, 3], [B, 3]
-        neck_y = self.head(source).joints[:, NECK, 1]  # [B] world height of the neck joint (y up)
+        G, t = neck_transform(posed)  # [B, 3, 3], [B, 3]
+        neck_y = posed.joints[:, NECK, 1]  # [B] world height of the neck joint (y up)
         rest = (S.means - t[:, None]) @ G  # G^T (p - t), as rows
         q_rest = quat_mul(rotmat_to_quat(G).mul(torch.tensor([1.0, -1, -1, -1], device=G.device))[:, None], S.attributes.quats)
         neck = self.head.regions.get("neck")  # a head model without regions: its whole extent
@@ -286,13 +283,15 @@ class OMGModel(nn.Module):
         beside = (S.means[..., 0] - centre[:, None]).abs() <= HAIR_WIDTH * half[:, None]  # not the shoulders' tops
         return S.replace(attached=above & beside & S.valid, rest_means=rest, rest_quats=q_rest)
 
-    def _moved_shoulders(self, gs: GaussianSet, driver: HeadParams, B: int) -> tuple[Tensor, Tensor]:  # -> [B, N_s, 3], [B, N_s, 4]
+    def _moved_shoulders(self, gs: GaussianSet, driver: HeadParams, B: int, posed: HeadOutput | None = None) -> tuple[Tensor, Tensor]:  # -> [B, N_s, 3], [B, N_s, 4]
         """Shoulder means and rotations for the driver: the torso's as reconstructed, the attached ones moved with the head."""
         s = gs.shoulders
         means, quats = _expand(s.means, B), _expand(s.attributes.quats, B)
         if s.attached is None or not bool(s.attached.any()):
             return means, quats
-        G, t = neck_transform(self.head, HeadParams(_expand(gs.shape, B), driver.expression, driver.pose, driver.translation))
+        if posed is None:  # render passes the head model's pass it already made for the positions
+            posed = self.head(HeadParams(_expand(gs.shape, B), driver.expression, driver.pose, driver.translation))
+        G, t = neck_transform(posed)  # the driver's head motion
         on = _expand(s.attached, B)[..., None]
         moved = _expand(s.rest_means, B) @ G.transpose(1, 2) + t[:, None]  # T_d(T_s^{-1}(p_s))
         turned = quat_mul(rotmat_to_quat(G)[:, None], _expand(s.rest_quats, B))
@@ -307,23 +306,26 @@ class OMGModel(nn.Module):
         lod: int | None = None,
     ) -> Tensor:  # [B, N_h, 3]
         """Position-only enactment: Phi^lod(LBS(source shape, driver expression and pose) + o)."""
-        lod = self._check_lod(gs, lod)
+        return self._enacted(gs, driver, self._check_lod(gs, lod))[0]
+
+    def _enacted(self, gs: GaussianSet, driver: HeadParams, lod: int) -> tuple[Tensor, HeadOutput]:  # -> [B, N_h, 3], the pass
+        """The head positions at ``lod`` and the head model's pass for the driver (its joint transforms move the hair)."""
         B = driver.batch
         if gs.batch not in (1, B):
             raise ValueError(f"the Gaussian set holds {gs.batch} avatars but the driver {B} frames: use one avatar or one frame per avatar")
-        V0 = self._vertices(_expand(gs.shape, B), driver.expression, driver.pose, driver.translation, _expand(gs.offsets, B))
-        return self.sub(V0, lod)
+        V0, posed = self._vertices(HeadParams(_expand(gs.shape, B), driver.expression, driver.pose, driver.translation), _expand(gs.offsets, B))
+        return self.sub(V0, lod), posed
 
     def render(self, gs: GaussianSet, driver: HeadParams, camera: Camera, lod: int | None = None) -> ModelOutput:
         """Splat G = H_lod U S for the driver's expression and pose, then refine."""
         lod = self._check_lod(gs, lod)
-        means = self.head_positions(gs, driver, lod)  # [B, N_h, 3]
+        means, posed = self._enacted(gs, driver, lod)  # [B, N_h, 3]
         B = means.shape[0]
         if camera.batch not in (1, B):
             raise ValueError(f"the driving camera holds {camera.batch} views; expected 1 or B={B}")
         quats, scales, opacities, features = (_expand(x, B) for x in gs.static(lod))
         if gs.shoulders is not None:
-            s_means, s_quats = self._moved_shoulders(gs, driver, B)
+            s_means, s_quats = self._moved_shoulders(gs, driver, B, posed)
             means = torch.cat([means.float(), s_means.float()], 1)  # [B, N_h + N_s, 3]
             if gs.shoulders.attached is not None and bool(gs.shoulders.attached.any()):
                 quats = torch.cat([quats[:, : means.shape[1] - s_means.shape[1]], s_quats.float()], 1)

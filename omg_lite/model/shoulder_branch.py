@@ -15,7 +15,7 @@ The region M_s holds the torso and also what belongs to the head but lies outsid
 mesh (hair, a hat). The torso stays fixed in world space as in the paper; the Gaussians above
 the neck joint and within 1.3 head half-widths of the head's centre (``attached``: so the tops of
 raised shoulders or a collar beside the neck stay with the torso) move rigidly with the head, with the neck joint's world transform
-T(x) = G_neck x + t (:func:`omg_lite.model.omg.neck_transform`):
+T(x) = G_neck x + t (:func:`omg_lite.model.omg.neck_transform`, from the head model's joint transforms):
 
     p_d = T_d(T_s^{-1}(p_s)),    q_d = q(G_neck,d) * conj(q(G_neck,s)) * q_s
 
