@@ -30,6 +30,7 @@ def synth(
     seed: int = 0,
     overwrite: bool = False,
     flame_path: Path | None = None,
+    hair: bool = False,
 ) -> None:
     """Render a synthetic portrait set: heads on shoulders with masks, depth and ground-truth head parameters.
 
@@ -41,12 +42,14 @@ def synth(
         seed: Random seed; the same seed writes the same bytes.
         overwrite: Replace an existing set at --out.
         flame_path: A FLAME pickle (generic_model.pkl / flame2023.pkl); default: the offline stand-in head.
+        hair: Give each identity a hair volume outside the head mesh (moves with the head) and write hair_mask/ (synth.hair).
     """
     from omg_lite.config import Config
     from omg_lite.synth import write_synth
 
     cfg = Config()
     cfg.head.flame_path = None if flame_path is None else str(flame_path)
+    cfg.synth.hair = hair
     path = write_synth(out, identities, frames, size, seed, overwrite=overwrite, cfg=cfg)
     print(f"wrote {identities} identities x {frames} frames at {size}x{size} to {path}")
 

@@ -92,6 +92,8 @@ class SynthConfig:
     supersample: int = 2
     # Frames rendered together; memory grows with it.
     batch_frames: int = 8
+    # Give every identity a hair volume outside the head mesh (omg_lite.synth.hair) and write its hair_mask/ (off: today's world, byte for byte).
+    hair: bool = False
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""Hair that moves with the head: the shoulder-branch Gaussians above the neck joint follow it rigidly.
+"""Hair that moves with the head: the shoulder-branch Gaussians that grow from the scalp follow it rigidly.
 
-Independent truths: a rigid rotation about the posed neck joint written with scipy's Rotation
+Independent truths: the synthetic world's hair and torso masks (``synth.hair``) for the split rule,
+a planted collar beside the chin that the rule must leave with the torso, a rigid rotation about the posed neck joint written with scipy's Rotation
 (p_d = J + R_rel (p_s - J), R_rel = R_root R_neck,d (R_root R_neck,s)^T for a driver that turns the
 neck only), the same rotation applied to the Gaussians' own rotation matrices, scipy's
 quaternion of random rotations, and the torso staying where it was reconstructed.
@@ -55,7 +56,10 @@ def test_attached_gaussians_are_above_the_neck_joint(avatar):
     assert (s.means[0][on][:, 1] > neck_y).all()
     x = avatar.net.head(avatar.source.params).vertices[0][~head.regions["neck"], 0]
     beside = (s.means[0][:, 0] - (x.max() + x.min()) / 2).abs() <= 1.3 * (x.max() - x.min()) / 2
-    assert torch.equal(on, s.valid[0] & (s.means[0][:, 1] > neck_y) & beside)  # above the neck joint, beside the head
+    candidates = s.valid[0] & (s.means[0][:, 1] > neck_y) & beside  # above the neck joint, beside the head
+    assert not (on & ~candidates).any()
+    top = head(avatar.source.params).vertices[0][:, 1].max()
+    assert on[candidates & (s.means[0][:, 1] > (neck_y + top) / 2)].all()  # everything above the head's mid-height is hair
 
 
 def test_hair_turns_rigidly_with_the_head_and_the_torso_stays(avatar):
@@ -89,3 +93,76 @@ def test_render_uses_the_moved_hair(avatar, monkeypatch):
     means, quats = avatar.net.model._moved_shoulders(avatar.gaussians, drv, 1)
     n = avatar.gaussians.num_head(0)
     assert torch.equal(seen[0][0][:, n:], means) and torch.equal(seen[0][1][:, n:], quats)
+
+
+# ------------------------------------------------------------------ the split rule against the synthetic truth
+
+
+@pytest.fixture(scope="module")
+def hair_world(tmp_path_factory):
+    from omg_lite.config import Config
+    from omg_lite.synth import write_synth
+
+    cfg = Config()
+    cfg.synth.hair = True
+    out = tmp_path_factory.mktemp("hair_world") / "set"
+    write_synth(out, identities=3, frames=3, size=128, seed=11, cfg=cfg, progress=False)
+    return out
+
+
+def _split(head, item, portrait):
+    """The rule's attached grid (full resolution) for one synthetic frame with the given portrait mask, and its M_s."""
+    from omg_lite.geometry.camera import Camera
+    from omg_lite.geometry.shoulders import collar_band, head_mask, shoulder_mask, shoulder_plane
+    from omg_lite.geometry.zbuffer import rasterize
+    from omg_lite.model.shoulder_branch import head_attached
+
+    o = head(item["shape"][None], item["expression"][None], item["pose"][None], item["translation"][None])
+    S = portrait.shape[0]
+    cam = Camera(item["K"][None], item["R"][None], item["t"][None], S, S)
+    frags = rasterize(cam.world_to_camera(o.vertices), head.faces, cam.K, S, S)
+    M_s = shoulder_mask(portrait[None], head_mask(frags, collar_band(head.v_template, head.faces)))
+    plane = shoulder_plane(M_s, cam, cam.world_to_camera(o.vertices)[..., 2].mean(1))
+    x = o.vertices[0][~head.regions["neck"], 0]
+    on = head_attached(plane.mask, plane.points, o.joints[:, NECK, 1], x[None], o.vertices[0][:, 1].max()[None])
+    return on[0], M_s[0], plane, o
+
+
+def test_the_split_attaches_the_true_hair_and_no_torso(hair_world):
+    from omg_lite.synth import SynthDataset
+
+    ds = SynthDataset(hair_world)
+    head = AvatarModel.untrained("smoke", device="cpu").head
+    hair_in, hair_on, torso_in, torso_on = 0, 0, 0, 0
+    for k in range(len(ds)):
+        item = ds[k]
+        on, M_s, _, _ = _split(head, item, item["mask"])
+        hair_in += int((M_s & item["hair_mask"]).sum())
+        hair_on += int((on & item["hair_mask"]).sum())
+        torso_in += int((M_s & item["torso_mask"]).sum())
+        torso_on += int((on & item["torso_mask"]).sum())
+    assert hair_in > 500 and torso_in > 5000
+    assert hair_on / hair_in > 0.97  # the hair moves with the head
+    assert torso_on == 0  # the torso stays
+
+
+def test_a_collar_beside_the_chin_stays_with_the_torso(hair_world):
+    """A suit ring rising beside the chin above the neck joint (planted into the portrait mask): the old rule
+    (above the neck joint and beside the head) attached it; the hair split leaves it, and still takes the hair."""
+    from omg_lite.synth import SynthDataset
+
+    head = AvatarModel.untrained("smoke", device="cpu").head
+    item = SynthDataset(hair_world)[0]
+    _, _, plane, o = _split(head, item, item["mask"])
+    y, x = plane.points[0, ..., 1], plane.points[0, ..., 0]
+    neck_y = float(o.joints[0, NECK, 1])
+    hx = o.vertices[0][~head.regions["neck"], 0]
+    centre, half = float(hx.max() + hx.min()) / 2, float(hx.max() - hx.min()) / 2
+    collar = (y > neck_y) & (y < neck_y + 0.02) & ((x - centre).abs() > 0.9 * half) & ((x - centre).abs() < 1.25 * half)
+    collar &= ~item["mask"]  # outside the person, beside the jaw
+    assert collar.sum() > 20 and not (collar & item["hair_mask"]).any()
+    on, M_s, _, _ = _split(head, item, item["mask"] | collar)
+    planted = collar & M_s
+    assert planted.sum() > 20
+    assert not on[planted].any()
+    assert on[M_s & item["hair_mask"]].float().mean() > 0.97

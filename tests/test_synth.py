@@ -270,3 +270,67 @@ def test_data_samples_are_what_their_command_writes(data_samples, tmp_path, name
         assert (np.abs(a - b) > 2).mean() < 1e-3, path
     for path in sorted(old.rglob("*.npy")):
         np.testing.assert_allclose(np.load(path), np.load(new / path.relative_to(old)), atol=1e-5)
+
+
+# ------------------------------------------------------------------ hair (synth.hair)
+
+
+@pytest.fixture(scope="module")
+def hairy(tmp_path_factory) -> Path:
+    from omg_lite.config import Config
+
+    cfg = Config()
+    cfg.synth.hair = True
+    out = tmp_path_factory.mktemp("synth_hair") / "set"
+    write_synth(out, identities=2, frames=2, size=64, seed=SEED, cfg=cfg, progress=False)
+    return out
+
+
+def test_hair_mask_completes_the_partition_of_the_portrait(hairy):
+    for clip in ("id000", "id001"):
+        for f in ("0000", "0001"):
+            head, torso, hair, mask = (_png(hairy / clip / k / f"{f}.png") > 127 for k in ("head_mask", "torso_mask", "hair_mask", "mask"))
+            assert hair.any() and not (hair & head).any() and not (hair & torso).any()
+            np.testing.assert_array_equal(mask, head | torso | hair)
+            np.testing.assert_array_equal(np.load(hairy / clip / "depth" / f"{f}.npy") > 0, mask)
+            assert hair[: 64 // 3].any()  # the hair sits on top of the head
+    item = load_frame(hairy, "id001", 1)
+    np.testing.assert_array_equal(item["hair_mask"].numpy(), _png(hairy / "id001/hair_mask/0001.png") > 127)
+    assert "hair" in json.loads((hairy / "id000" / "identity.json").read_text())
+    assert json.loads((hairy / "meta.json").read_text())["synth"]["hair"] is True
+
+
+def test_hair_only_adds_itself_to_the_hair_off_world(tiny, hairy):
+    """Same seed with and without hair: the same people and poses; hair hides head and torso only where it is."""
+    assert "hair_mask" not in load_frame(tiny, "id000", 0)
+    for clip in ("id000", "id001"):
+        assert (tiny / clip / "params.npz").read_bytes() == (hairy / clip / "params.npz").read_bytes()
+        for f in ("0000", "0001"):
+            hair = _png(hairy / clip / "hair_mask" / f"{f}.png") > 127
+            for kind in ("head_mask", "torso_mask"):
+                without, withh = (_png(root / clip / kind / f"{f}.png") > 127 for root in (tiny, hairy))
+                np.testing.assert_array_equal(withh, without & ~hair)
+            near = np.asarray(torch.nn.functional.max_pool2d(torch.tensor(hair, dtype=torch.float32)[None], 5, 1, 2)[0]) > 0
+            a, b = (_png(root / clip / "rgb" / f"{f}.png") for root in (tiny, hairy))
+            np.testing.assert_array_equal(a[~near], b[~near])  # colour changes only at the hair (and its edge: the colour is rendered 2x larger, where thin hair shows)
+
+
+def test_hair_shell_rides_on_the_scalp_in_every_frame(hairy):
+    """trimesh's closest-point distances from the posed shell to the posed head: it stays on the head, whatever the pose."""
+    import trimesh
+
+    from omg_lite.synth.hair import H_MIN, HairParams, hair_shell, pose_shell
+
+    head = _head(hairy)
+    for clip in ("id000", "id001"):
+        params, _, _ = load_clip(hairy / clip / "params.npz")
+        hp = HairParams(**json.loads((hairy / clip / "identity.json").read_text())["hair"])
+        neutral = head(params.shape[:1]).vertices[0]
+        rest, faces = hair_shell(hp, neutral, head.faces, head.regions)
+        posed = head(params.shape, params.expression, params.pose, params.translation)
+        shells = pose_shell(rest, posed.transforms)  # [M, Vr, 3]
+        for j in range(params.batch):
+            mesh = trimesh.Trimesh(posed.vertices[j].numpy(), head.faces.numpy(), process=False)
+            _, dist, _ = trimesh.proximity.closest_point(mesh, shells[j].numpy())
+            assert dist.min() > 0.5 * H_MIN and dist.max() < hp.thickness * (1 + hp.bulk) + 0.003, (clip, j)
+        assert float((shells[1] - shells[0]).norm(dim=-1).max()) > 0.005  # the head moved, and the hair with it

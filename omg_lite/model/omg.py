@@ -54,7 +54,7 @@ from omg_lite.model.gaussian_heads import GaussianAttributes, GaussianHead
 from omg_lite.model.global_branch import GlobalBranch, OffsetHead
 from omg_lite.model.hierarchy import Hierarchy
 from omg_lite.model.refiner import Refiner
-from omg_lite.model.shoulder_branch import ShoulderBranch, ShoulderGaussians
+from omg_lite.model.shoulder_branch import ShoulderBranch, ShoulderGaussians, head_attached
 from omg_lite.splat import render as splat
 
 
@@ -129,7 +129,6 @@ def posed_offsets(
 
 
 NECK = 1  # FLAME's joint order: root, neck, jaw, eye L, eye R
-HAIR_WIDTH = 1.3  # head-attached shoulder Gaussians lie within this many half-widths of the head's centre
 
 
 def neck_transform(posed: HeadOutput) -> tuple[Tensor, Tensor]:  # -> [B, 3, 3], [B, 3]
@@ -267,21 +266,20 @@ class OMGModel(nn.Module):
     def _shoulders(self, F_local: Tensor, portrait_mask: Tensor, depth: DepthBuffer, camera: Camera, V0: Tensor,
                    posed: HeadOutput) -> ShoulderGaussians:
         """M_s = portrait - head z-buffer mask, sampled on the local feature plane at the head's mean depth;
-        the Gaussians above the source's neck joint are attached to the head (module ``shoulder_branch``)."""
+        the Gaussians that grow from the scalp are attached to the head (``shoulder_branch.head_attached``)."""
         M_s = shoulder_mask(portrait_mask, head_mask(depth.frags, self.collar))  # [B, H, W]
         z_p = camera.world_to_camera(V0.detach())[..., 2].mean(1)  # [B]
         plane = shoulder_plane(M_s, camera, z_p, grid=tuple(F_local.shape[-2:]))
         S = self.shoulder(F_local, plane.mask, plane.points, plane.normals)
         G, t = neck_transform(posed)  # [B, 3, 3], [B, 3]
-        neck_y = posed.joints[:, NECK, 1]  # [B] world height of the neck joint (y up)
         rest = (S.means - t[:, None]) @ G  # G^T (p - t), as rows
         q_rest = quat_mul(rotmat_to_quat(G).mul(torch.tensor([1.0, -1, -1, -1], device=G.device))[:, None], S.attributes.quats)
         neck = self.head.regions.get("neck")  # a head model without regions: its whole extent
         x = V0.detach()[..., 0] if neck is None else V0.detach()[:, ~neck, 0]  # [B, V'] the head's horizontal extent, neck left out
-        centre, half = (x.amax(1) + x.amin(1)) / 2, (x.amax(1) - x.amin(1)) / 2  # [B]
-        above = S.means[..., 1] > neck_y[:, None]
-        beside = (S.means[..., 0] - centre[:, None]).abs() <= HAIR_WIDTH * half[:, None]  # not the shoulders' tops
-        return S.replace(attached=above & beside & S.valid, rest_means=rest, rest_quats=q_rest)
+        on = head_attached(plane.mask, plane.points, posed.joints[:, NECK, 1], x, V0.detach()[..., 1].amax(1))  # [B, h, w]
+        index = plane.packed()[3]  # [B, N_s] the grid pixel of each shoulder Gaussian (raster order, as the branch packs them)
+        attached = torch.gather(on.reshape(on.shape[0], -1), 1, index) & S.valid
+        return S.replace(attached=attached, rest_means=rest, rest_quats=q_rest)
 
     def _moved_shoulders(self, gs: GaussianSet, driver: HeadParams, B: int, posed: HeadOutput | None = None) -> tuple[Tensor, Tensor]:  # -> [B, N_s, 3], [B, N_s, 4]
         """Shoulder means and rotations for the driver: the torso's as reconstructed, the attached ones moved with the head."""

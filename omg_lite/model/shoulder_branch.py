@@ -12,9 +12,16 @@ plane's normal. The attributes use the head's activations (:func:`gaussian_heads
 with the spacing of neighbouring plane points as the base size.
 
 The region M_s holds the torso and also what belongs to the head but lies outside the head
-mesh (hair, a hat). The torso stays fixed in world space as in the paper; the Gaussians above
-the neck joint and within 1.3 head half-widths of the head's centre (``attached``: so the tops of
-raised shoulders or a collar beside the neck stay with the torso) move rigidly with the head, with the neck joint's world transform
+mesh (hair, a hat). The torso stays fixed in world space as in the paper; what grows from the
+scalp moves rigidly with the head (``attached``, :func:`head_attached`): the points of M_s
+
+    above the neck joint (y > y_neck), within 1.3 head half-widths of the head's centre
+    (so the tops of raised shoulders stay), and connected, through such points on the grid,
+    to one above the head's mid-height (y > (y_neck + y_top) / 2)
+
+Hair hangs from the crown, so it is connected to M_s above the mid-height; a collar or suit ring
+that rises beside the chin is cut off from it by the face (the head mask) and stays with the
+torso. They move with the neck joint's world transform
 T(x) = G_neck x + t (:func:`omg_lite.model.omg.neck_transform`, from the head model's joint transforms):
 
     p_d = T_d(T_s^{-1}(p_s)),    q_d = q(G_neck,d) * conj(q(G_neck,s)) * q_s
@@ -31,7 +38,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor, nn
 
 from omg_lite.model.gaussian_heads import GaussianAttributes, activate, attribute_width
@@ -42,12 +51,35 @@ class ShoulderGaussians:
     means: Tensor  # [B, N_s, 3] world, in the source frame (the torso's stay there)
     attributes: GaussianAttributes  # N_s Gaussians
     valid: Tensor  # [B, N_s] bool, false for padding (whose opacity is 0)
-    attached: Tensor | None = None  # [B, N_s] bool: above the neck joint, moves rigidly with the head
+    attached: Tensor | None = None  # [B, N_s] bool: grows from the scalp (head_attached), moves rigidly with the head
     rest_means: Tensor | None = None  # [B, N_s, 3] T_s^{-1}(p_s): means in the neck joint's rest frame
     rest_quats: Tensor | None = None  # [B, N_s, 4] conj(q(G_neck,s)) q_s: rotations in that frame
 
     def replace(self, **changes) -> "ShoulderGaussians":
         return dataclasses.replace(self, **changes)
+
+
+HAIR_WIDTH = 1.3  # head-attached points lie within this many half-widths of the head's centre
+
+
+def head_attached(
+    mask: Tensor,  # [B, h, w] bool, M_s on the grid
+    points: Tensor,  # [B, h, w, 3] world, the grid's points on the plane (y up)
+    neck_y: Tensor,  # [B] world height of the neck joint
+    head_x: Tensor,  # [B, V'] the head's vertices' x, its neck left out (its horizontal extent)
+    top_y: Tensor,  # [B] the head's highest point
+) -> Tensor:  # [B, h, w] bool
+    """The grid points of M_s that belong to the head (the module docstring's rule), 8-connected on the grid."""
+    centre, half = (head_x.amax(1) + head_x.amin(1)) / 2, (head_x.amax(1) - head_x.amin(1)) / 2  # [B]
+    y, x = points[..., 1], points[..., 0]
+    near = mask & (y > neck_y[:, None, None]) & ((x - centre[:, None, None]).abs() <= HAIR_WIDTH * half[:, None, None])
+    seed = near & (y > ((neck_y + top_y) / 2)[:, None, None])
+    out = torch.zeros_like(near)
+    for b in range(near.shape[0]):
+        labels, _ = ndimage.label(near[b].cpu().numpy(), structure=np.ones((3, 3), bool))
+        hit = np.unique(labels[seed[b].cpu().numpy()])
+        out[b] = torch.from_numpy(np.isin(labels, hit[hit > 0])).to(out.device)
+    return out
 
 
 class ShoulderBranch(nn.Module):

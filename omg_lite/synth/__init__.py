@@ -3,7 +3,8 @@
 ``omg-lite synth --out DIR --identities N --frames M --size S --seed K [--overwrite]`` renders N
 identities x M frames. Each identity (a clip, like one portrait video) has a random shape (the
 head model's identity coefficients), a procedural look (skin tone, hair, brows, lips, eyes,
-low-frequency variation; :mod:`.appearance`), shoulders and torso that are NOT part of the head
+low-frequency variation; :mod:`.appearance`), with ``synth.hair`` a hair volume outside the
+head mesh that moves rigidly with the head (:mod:`.hair`; off by default), shoulders and torso that are NOT part of the head
 model (:mod:`.torso`), a key light + ambient and a backdrop (flat, gradient or smooth noise;
 :mod:`.scene`). Each frame draws an expression, a jaw opening, gaze, and a head pose split
 between FLAME's neck and root joints (yaw up to +-40 deg, pitch up to +-20 deg), while the
@@ -25,9 +26,10 @@ File layout (paste into the README)::
                              (K = 68 for the stand-in)
         identity.json        the identity's look, torso, light, backdrop and framing
         rgb/0000.png         the portrait, S x S RGB (8-bit sRGB)
-        mask/0000.png        portrait (foreground) mask = head_mask OR torso_mask (0 / 255)
+        mask/0000.png        portrait (foreground) mask = head_mask OR torso_mask (OR hair_mask) (0 / 255)
         head_mask/0000.png   pixels where the head mesh is the visible surface (0 / 255)
         torso_mask/0000.png  pixels where the torso is the visible surface (0 / 255)
+        hair_mask/0000.png   only with synth.hair: pixels where the hair shell is the visible surface
         depth/0000.npy       camera-space z of the visible surface, float32 [S, S], 0 = none
 
 Masks and depth are exactly the z-buffer (:mod:`omg_lite.geometry.zbuffer`) of the head model's

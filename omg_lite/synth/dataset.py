@@ -33,7 +33,8 @@ from omg_lite.head import load_head_model
 from omg_lite.head.params import HeadParams, load_clip, save_clip
 from omg_lite.io import check_output_folder, output_folder
 from omg_lite.safe_load import folder_names
-from omg_lite.synth.appearance import head_albedo, sample_appearance
+from omg_lite.synth.appearance import head_albedo, low_frequency, sample_appearance
+from omg_lite.synth.hair import hair_shell, pose_shell, sample_hair
 from omg_lite.synth.scene import render, sample_background, sample_light
 from omg_lite.synth.torso import N_AROUND, N_RINGS, sample_torso, torso_albedo, torso_mesh
 
@@ -177,13 +178,19 @@ def _write_clip(clip: Path, head, rng: np.random.Generator, frames: int, size: i
 
     M = frames
     expression, pose = (torch.tensor(a, dtype=torch.float32) for a in _sample_frames(rng, M, E, cfg))
+    hair = None
+    if cfg.synth.hair:  # drawn after everything else, so a clip with hair shows the same person and poses as without
+        hair_p = sample_hair(rng)
+        shell, shell_faces = hair_shell(hair_p, neutral.vertices[0], head.faces, head.regions)
+        shell_albedo = (torch.tensor(look.hair) * low_frequency(shell * 3.0, look.wave_freq, look.wave_phase, look.wave_amp)[:, None]).clamp(0, 1)
     betas = shape[None].expand(M, S).clone()
     posed = head(betas, expression, pose).vertices  # [M, V, 3] at zero translation
     translation = neutral.vertices[0, end].mean(0) - posed[:, end].mean(1) + framing  # [M, 3] keeps the neck end put
     params = HeadParams(betas, expression, pose, translation)
     camera = Camera.frontal(batch=M, size=size, fov_deg=cfg.camera.fov_deg, distance=cfg.camera.distance)
 
-    for kind in (*FRAME_KINDS, "depth"):
+    kinds = (*FRAME_KINDS, "hair_mask") if cfg.synth.hair else FRAME_KINDS
+    for kind in (*kinds, "depth"):
         (clip / kind).mkdir(parents=True)
     landmarks3d = []
     for lo in range(0, M, cfg.synth.batch_frames):
@@ -192,14 +199,17 @@ def _write_clip(clip: Path, head, rng: np.random.Generator, frames: int, size: i
         o = head(p.shape, p.expression, p.pose, p.translation)
         if head.has_landmarks:
             landmarks3d.append(o.landmarks)
+        if cfg.synth.hair:
+            hair = (pose_shell(shell, o.transforms), shell_faces, shell_albedo)
         r = render(
-            o.vertices, head.faces, albedo, t_verts, t_faces, t_albedo, camera[lo:hi], light, background, cfg.synth.supersample
+            o.vertices, head.faces, albedo, t_verts, t_faces, t_albedo, camera[lo:hi], light, background, cfg.synth.supersample, hair
         )
         rgb = (r.rgb.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
         for b in range(hi - lo):
             name = _frame_name(lo + b)
             _write_png(clip / "rgb" / f"{name}.png", rgb[b])
-            for kind, m in (("mask", r.mask), ("head_mask", r.head_mask), ("torso_mask", r.torso_mask)):
+            masks = [("mask", r.mask), ("head_mask", r.head_mask), ("torso_mask", r.torso_mask)]
+            for kind, m in masks + ([("hair_mask", r.hair_mask)] if hair is not None else []):
                 _write_png(clip / kind / f"{name}.png", m[b].numpy().astype(np.uint8) * 255)
             np.save(clip / "depth" / f"{name}.npy", r.depth[b].numpy().astype(np.float32))
         bar.update(hi - lo)
@@ -211,6 +221,8 @@ def _write_clip(clip: Path, head, rng: np.random.Generator, frames: int, size: i
     identity = dict(
         appearance=look.to_dict(), torso=torso_p.to_dict(), light=light.to_dict(), background=background.to_dict(), framing=framing.tolist()
     )
+    if cfg.synth.hair:
+        identity["hair"] = hair_p.to_dict()
     (clip / "identity.json").write_text(json.dumps(identity, indent=2) + "\n")
 
 
@@ -236,8 +248,8 @@ def _read_png(path: Path) -> np.ndarray:
 def load_frame(root: str | Path, clip: str | int, frame: int) -> dict:
     """One frame of a synth set as tensors.
 
-    Returns ``rgb`` [3, H, W] float in [0, 1]; ``mask``, ``head_mask``, ``torso_mask`` [H, W]
-    bool; ``depth`` [H, W] float32; the frame's ``K`` [3, 3], ``R`` [3, 3], ``t`` [3],
+    Returns ``rgb`` [3, H, W] float in [0, 1]; ``mask``, ``head_mask``, ``torso_mask`` (and
+    ``hair_mask`` in a set written with ``synth.hair``) [H, W] bool; ``depth`` [H, W] float32; the frame's ``K`` [3, 3], ``R`` [3, 3], ``t`` [3],
     ``shape`` [S], ``expression`` [E], ``pose`` [15], ``translation`` [3], ``landmarks2d``
     [K, 2] (when the head model has landmarks); and ``clip`` (name), ``frame`` (index).
     """
@@ -258,6 +270,8 @@ def _frame(clip_dir: Path, name: str, frame: int, params: HeadParams, camera: Ca
     item: dict = {"rgb": torch.from_numpy(_read_png(clip_dir / "rgb" / f"{f}.png").copy()).permute(2, 0, 1).float() / 255}
     for kind in FRAME_KINDS[1:]:
         item[kind] = torch.from_numpy(_read_png(clip_dir / kind / f"{f}.png") > 127)
+    if (clip_dir / "hair_mask").is_dir():  # a set written with synth.hair
+        item["hair_mask"] = torch.from_numpy(_read_png(clip_dir / "hair_mask" / f"{f}.png") > 127)
     depth_path = clip_dir / "depth" / f"{f}.npy"
     if not depth_path.is_file():
         raise FileNotFoundError(f"missing frame file {depth_path}; the synth set is incomplete")

@@ -4,8 +4,9 @@ Head and torso are concatenated into one mesh (the torso's face indices offset b
 vertex count), so occlusion between them is exact, and each pixel's winning face tells which
 mesh it shows:
 
-    head mask   = face_idx in [0, F_head)         torso mask = face_idx >= F_head
-    portrait    = head mask OR torso mask          depth = camera-space z (0 on the background)
+    head mask   = face_idx in [0, F_head)         torso mask = face_idx in [F_head, F_head + F_torso)
+    hair mask   = face_idx >= F_head + F_torso     (only with a hair shell, :mod:`.hair`)
+    portrait    = head OR torso OR hair mask       depth = camera-space z (0 on the background)
 
 Colour is shaded in linear light with a key light and an ambient term (Lambert):
 
@@ -117,17 +118,19 @@ def vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:  # verts [B, V, 3], 
 
 @dataclass
 class Rendered:
-    """B rendered frames: colour, the head / torso split of the portrait, and depth."""
+    """B rendered frames: colour, the head / torso (/ hair) split of the portrait, and depth."""
 
     rgb: Tensor  # [B, 3, H, W] sRGB in [0, 1]
     head_mask: Tensor  # [B, H, W] bool
     torso_mask: Tensor  # [B, H, W] bool
     depth: Tensor  # [B, H, W] camera-space z, 0 on the background
+    hair_mask: Tensor | None = None  # [B, H, W] bool, where the hair shell is the visible surface (None: no hair)
 
     @property
     def mask(self) -> Tensor:
         """[B, H, W] bool: the portrait (foreground) mask."""
-        return self.head_mask | self.torso_mask
+        m = self.head_mask | self.torso_mask
+        return m if self.hair_mask is None else m | self.hair_mask
 
 
 def _scaled(camera: Camera, s: int) -> Camera:
@@ -148,8 +151,9 @@ def render(
     light: Light,
     background: Background,
     supersample: int = 2,
+    hair: tuple[Tensor, Tensor, Tensor] | None = None,  # verts [B, Vr, 3] world, faces [Fr, 3], albedo [Vr, 3] sRGB
 ) -> Rendered:
-    """Render B frames of a head on its torso (see the module docstring)."""
+    """Render B frames of a head on its torso, with its hair shell if given (see the module docstring)."""
     B, Vh, _ = head_verts.shape
     if camera.batch != B:
         raise ValueError(f"render: {B} head meshes but {camera.batch} cameras")
@@ -159,12 +163,18 @@ def render(
     verts = torch.cat([head_verts, torso_verts.to(device, dtype).expand(B, -1, -1)], 1)  # [B, V, 3]
     faces = torch.cat([head_faces.long(), torso_faces.long().to(head_faces.device) + Vh]).to(device)  # [F, 3]
     albedo = torch.cat([head_albedo, torso_albedo.to(head_albedo.device)]).to(device, dtype)  # [V, 3]
-    Fh = head_faces.shape[0]
+    Fh, Ft = head_faces.shape[0], torso_faces.shape[0]
+    if hair is not None:  # appended last, so the head's and torso's face indices stay as they are without hair
+        h_verts, h_faces, h_albedo = hair
+        faces = torch.cat([faces, h_faces.long().to(device) + verts.shape[1]])
+        verts = torch.cat([verts, h_verts.to(device, dtype)], 1)
+        albedo = torch.cat([albedo, h_albedo.to(device, dtype)])
 
     verts_cam = camera.world_to_camera(verts)
     frags = rasterize(verts_cam, faces, camera.K, camera.height, camera.width)
     head_mask = (frags.face_idx >= 0) & (frags.face_idx < Fh)
-    torso_mask = frags.face_idx >= Fh
+    torso_mask = (frags.face_idx >= Fh) & (frags.face_idx < Fh + Ft)
+    hair_mask = None if hair is None else frags.face_idx >= Fh + Ft
 
     big = _scaled(camera, supersample) if supersample > 1 else camera
     hi = rasterize(verts_cam, faces, big.K, big.height, big.width)
@@ -182,4 +192,4 @@ def render(
     rgb = rgb.permute(0, 3, 1, 2)
     if supersample > 1:
         rgb = nnf.avg_pool2d(rgb, supersample)
-    return Rendered(rgb.clamp(0, 1), head_mask, torso_mask, frags.depth * (frags.face_idx >= 0))
+    return Rendered(rgb.clamp(0, 1), head_mask, torso_mask, frags.depth * (frags.face_idx >= 0), hair_mask)
