@@ -23,12 +23,11 @@ metrics. With ``fit_frames`` N (the half-clip protocol) the fit also sees the cl
 1..N, and every row of the run scores self-reenactment on the frames after N only (N + 1..end),
 so that no row is scored on a frame the fit saw.
 
-Metrics, each image scored alone and averaged over frames:
+Metrics, each image scored alone and averaged over frames (PSNR, SSIM, LPIPS, the truth I_d and
+the face-region figures come from ``omg_lite.metrics``, the path training's held-out pass takes too):
 
-    PSNR  = 10 log10(1 / MSE)                 torchmetrics, data range 1
-    SSIM                                       torchmetrics (Gaussian window 11, sigma 1.5)
-    LPIPS                                      the lpips package, SqueezeNet trunk as in the release's
-                                               evaluation (random trunk offline, labelled)
+    PSNR, SSIM, LPIPS                          whole image, and inside the truth's head mask
+                                               (face_psnr, face_ssim, face_lpips; see omg_lite.metrics)
     CSIM  = cos(e(I), e(I_d))                  dlib's 128-d ResNet face descriptor (omg_lite.identity; the
                                                peers use ArcFace: compare orderings, not values)
     same person = share with |e(I) - e(I_d)| < 0.6   dlib's convention; a render without a face counts as not
@@ -60,46 +59,11 @@ from omg_lite.avatar import Avatar, AvatarModel, resize_camera, retarget, to_uin
 from omg_lite.geometry.camera import Camera
 from omg_lite.head.params import HeadParams, load_clip
 from omg_lite.identity import IdentityMetric
+from omg_lite.metrics import FACE_REGION, ImageMetrics, Lpips, akd, composite, face_region, psnr, ssim  # noqa: F401 - psnr, ssim, Lpips: the public names notebooks import from here
 from omg_lite.train.data import clip_folders
 
 METHODS = {"source": "source image (unchanged)", "coarse": "coarse render I_c (no refiner)", "full": "full model I_r",
            "coarse+fit": "I_c of the personalised avatar", "full+fit": "I_r of the personalised avatar"}
-
-
-# ------------------------------------------------------------------------------------ image metrics
-
-
-def psnr(pred: Tensor, target: Tensor) -> Tensor:  # [B, 3, H, W] x2 in [0, 1] -> [B]
-    """PSNR per image, data range 1 (torchmetrics)."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio
-
-    return peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
-
-
-def ssim(pred: Tensor, target: Tensor) -> Tensor:  # [B, 3, H, W] x2 in [0, 1] -> [B]
-    """SSIM per image (torchmetrics: Gaussian window 11, sigma 1.5, data range 1)."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
-    return structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none")
-
-
-def akd(pred: np.ndarray, target: np.ndarray) -> np.ndarray:  # [B, K, 2] x2 pixels -> [B]
-    """Mean absolute coordinate error of landmarks, per image."""
-    return np.abs(np.asarray(pred) - np.asarray(target)).mean(axis=(1, 2))
-
-
-class Lpips:
-    """LPIPS with the SqueezeNet trunk; ``label`` says whether the trunk is real or random (offline)."""
-
-    def __init__(self, device: torch.device | str = "cpu"):
-        from omg_lite.train.losses import build_lpips
-
-        self.net, self.label = build_lpips("squeeze")
-        self.net.to(device)
-
-    @torch.no_grad()
-    def __call__(self, pred: Tensor, target: Tensor) -> Tensor:  # [B, 3, H, W] x2 in [0, 1] -> [B]
-        return self.net(pred, target, normalize=True).flatten()
 
 
 # ------------------------------------------------------------------------------------ data
@@ -235,7 +199,9 @@ class EvalResult:
         return json.dumps({"info": self.info, "rows": self.rows, "notes": self.notes}, indent=2)
 
 
-COLUMNS = (("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"), ("lpips", "LPIPS ↓", "{:.3f}"), ("csim", "CSIM ↑", "{:.3f}"),
+COLUMNS = (("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"), ("lpips", "LPIPS ↓", "{:.3f}"),
+           ("face_psnr", "face PSNR ↑", "{:.2f}"), ("face_ssim", "face SSIM ↑", "{:.3f}"), ("face_lpips", "face LPIPS ↓", "{:.3f}"),
+           ("csim", "CSIM ↑", "{:.3f}"),
            ("same_person", "same person ↑", "{:.0%}"), ("face_share", "face found ↑", "{:.0%}"),
            ("akd", "AKD ↓ (px)", "{:.2f}"), ("aed", "AED ↓", "{:.3f}"), ("apd", "APD ↓ (deg)", "{:.2f}"))
 
@@ -298,8 +264,8 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
         raise ValueError(f"the clips under {data} were made with another head model ({net.head.n_shape} shape / "
                          f"{net.head.n_expr} expression coefficients expected)")
     bg = net.cfg.model.background
-    target = lambda c, i: c.rgb[i] * c.mask[i] + bg * (1 - c.mask[i])  # noqa: E731 - I_d = M rgb + (1 - M) bg
-    lpips = Lpips(net.device)
+    target = lambda c, i: composite(c.rgb[i], c.mask[i], bg)  # noqa: E731 - I_d = M rgb + (1 - M) bg
+    metrics = ImageMetrics(net.device)
     mm = MotionMetrics(net.head, track_config(net)) if motion else None
     idm = IdentityMetric() if identity else None
     acc: dict[tuple, list[dict]] = {}  # (setting, method, lod) -> one score dict per clip
@@ -323,20 +289,21 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
                 reports.append(avatars[-1][1].fit)
             drv = torch.arange(1 + fit_frames, len(c))
             truth = target(c, drv).to(net.device)
+            face = face_region(net.head, c.params[drv], c.camera[drv], c.mask[drv].to(net.device))  # [M, 1, S, S] A
             src = target(c, torch.zeros_like(drv)).to(net.device)
             lm, lm_fit = fits[ci]
-            settings = [("self", c, drv, c.params[drv], c.camera[drv], truth, lm, lm_fit)]
+            settings = [("self", c, drv, c.params[drv], c.camera[drv], truth, face, lm, lm_fit)]
             if cross and len(clips) > 1:
                 d = clips[(ci + 1) % len(clips)]
                 dlm, dfit = fits[(ci + 1) % len(clips)]
                 params = retarget(net.head, c.params[0:1], d.params, "neck")
-                settings.append(("cross", d, torch.arange(len(d)), params, avatar.camera(), None, dlm, dfit))
-            for name, d, idx, params, cams, gt, dlm, dfit in settings:
+                settings.append(("cross", d, torch.arange(len(d)), params, avatar.camera(), None, None, dlm, dfit))
+            for name, d, idx, params, cams, gt, face, dlm, dfit in settings:
                 dl = None if dlm is None else dlm[idx.numpy()]
                 df = None if dfit is None else dfit[idx]
                 srcs = src[:1].expand(len(idx), -1, -1, -1)
                 ids = None if idm is None else idm.reference(srcs if gt is None else gt)
-                add((name, "source", None), _scores(srcs, gt, lpips, mm, dl, df, idm, ids))
+                add((name, "source", None), _scores(srcs, gt, face, metrics, mm, dl, df, idm, ids))
                 for k in levels:
                     for suffix, av in avatars:
                         out = av.render(params, cams, k)
@@ -344,17 +311,18 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
                         for method, img in (("coarse", out.coarse), ("full", out.refined)):
                             if method == "full" and not net.cfg.model.use_refiner:
                                 continue
-                            add((name, method + suffix, k), {"gaussians": n, **_scores(img.clamp(0, 1), gt, lpips, mm, dl, df, idm, ids)})
+                            add((name, method + suffix, k), {"gaussians": n, **_scores(img.clamp(0, 1), gt, face, metrics, mm, dl, df, idm, ids)})
                     bar.update(1)
         bar.close()
     finally:
         if mm is not None:
             mm.close()
     rows = [_row(key, vals) for key, vals in acc.items()]
-    notes = [f"LPIPS: {lpips.label}", idm.note() if idm else "CSIM / same person not computed (identity metric off)",
+    notes = [f"LPIPS: {metrics.label}", idm.note() if idm else "CSIM / same person not computed (identity metric off)",
              f"model: {net.label}; encoder weights: {net.encoder.weights_source}",
              f"{len(clips)} clip(s) from {data} ({split}), frames at {size}x{size}; self: first frame drives to the others, "
-             "truth composited on the background outside the portrait mask; cross: clip i's avatar driven by clip i+1 (neck placement)"]
+             "truth composited on the background outside the portrait mask; cross: clip i's avatar driven by clip i+1 (neck placement)",
+             f"face PSNR / SSIM / LPIPS (self only): {FACE_REGION}"]
     if fit:
         diverged = sum(r.diverged is not None for r in reports)
         notes.append(f"+fit: the avatar personalised from the source photo{f' and frames 1..{fit_frames}' if fit_frames else ''} "
@@ -375,11 +343,16 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
                                    "fit": fit, "fit_frames": fit_frames})
 
 
-def _scores(pred: Tensor, gt: Tensor | None, lpips: Lpips, mm: MotionMetrics | None, drv_lm, drv_fit, idm: IdentityMetric | None,
-            ids) -> dict:
+def _scores(pred: Tensor, gt: Tensor | None, face: Tensor | None, metrics: ImageMetrics, mm: MotionMetrics | None, drv_lm, drv_fit,
+            idm: IdentityMetric | None, ids) -> dict:
     out: dict = {"frames": pred.shape[0]}
     if gt is not None:
-        out.update(psnr=_mean(psnr(pred, gt)), ssim=_mean(ssim(pred, gt)), lpips=_mean(lpips(pred, gt)))
+        scores = metrics(pred, gt, face)
+        out.update({k: _mean(v) for k, v in scores.items() if not k.startswith("face_")})
+        if face is not None:
+            has = face.flatten(1).any(1)  # images whose head mask is not empty
+            out["region_frames"] = int(has.sum())
+            out.update({k: _mean(v[has]) for k, v in scores.items() if k.startswith("face_") and has.any()})
     if idm is not None:
         out.update(idm.scores(pred, ids))
     if mm is not None and drv_lm is not None:
@@ -394,14 +367,15 @@ def _row(key: tuple, scores: list[dict]) -> dict:
     counts = [s["gaussians"] for s in scores if "gaussians" in s]
     row: dict = {"setting": setting, "method": method, "lod": "–" if lod is None else lod,
                  "gaussians": round(float(np.mean(counts))) if counts else "–", "frames": sum(s["frames"] for s in scores)}
-    for count in ("motion_frames", "face_frames", "face_found"):
+    for count in ("motion_frames", "face_frames", "face_found", "region_frames"):
         if any(count in s for s in scores):
             row[count] = sum(s.get(count, 0) for s in scores)
     if row.get("face_frames"):
         row["face_share"] = row["face_found"] / row["face_frames"]  # renders with a face, of the truths with one
     for k, _, _ in COLUMNS:
         weight = {"akd": "motion_frames", "aed": "motion_frames", "apd": "motion_frames", "csim": "face_found",
-                  "same_person": "face_frames"}.get(k, "frames")
+                  "same_person": "face_frames", "face_psnr": "region_frames", "face_ssim": "region_frames",
+                  "face_lpips": "region_frames"}.get(k, "frames")
         have = [(s[k], s[weight]) for s in scores if s.get(k) is not None and s.get(weight, 0) > 0]
         if have:
             row[k] = float(np.average([v for v, _ in have], weights=[w for _, w in have]))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omg_lite.config import Config, apply_overrides, from_preset
+from omg_lite.metrics import FACE_REGION
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "full": (),
@@ -41,6 +42,13 @@ PAPER_ABLATION = {"no_global": (20.85, 0.796, 0.121), "no_local": (21.21, 0.802,
 PAPER_LOD = {0: (22.18, 0.817, 0.102), 1: (22.68, 0.830, 0.094), 2: (22.72, 0.831, 0.091)}
 README_BEGIN, README_END = "<!-- omg-lite tables: begin -->", "<!-- omg-lite tables: end -->"
 METRICS = (("psnr", "PSNR ↑", 1), ("ssim", "SSIM ↑", 1), ("lpips", "LPIPS ↓", -1))
+FACE_HEAD = "face PSNR ↑ | face SSIM ↑ | face LPIPS ↓"
+
+
+def _face(row: dict) -> str:
+    """The face-region cells of a row (omg_lite.metrics; "–" where no frame had a head mask)."""
+    return " | ".join("–" if row.get(k) is None else fmt.format(row[k])
+                      for k, fmt in (("face_psnr", "{:.2f}"), ("face_ssim", "{:.3f}"), ("face_lpips", "{:.3f}")))
 
 
 @dataclass
@@ -53,17 +61,20 @@ class Tables:
 
     def markdown(self) -> str:
         out = ["### Quality per level of detail (held-out synthetic identities, self-reenactment)", "",
-               "| Sub # | Gaussians (head + shoulder) | PSNR ↑ | SSIM ↑ | LPIPS ↓ | paper (VFHQ) PSNR / SSIM / LPIPS |", "|---|---|---|---|---|---|"]
+               f"| Sub # | Gaussians (head + shoulder) | PSNR ↑ | SSIM ↑ | LPIPS ↓ | {FACE_HEAD} | paper (VFHQ) PSNR / SSIM / LPIPS |",
+               "|---|---|---|---|---|---|---|---|---|"]
         for r in self.lod_rows:
             p = PAPER_LOD.get(r["lod"])
-            out.append(f"| Sub #{r['lod']} | {r['gaussians']:,} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | "
+            out.append(f"| Sub #{r['lod']} | {r['gaussians']:,} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | {_face(r)} | "
                        + (f"{p[0]:.2f} / {p[1]:.3f} / {p[2]:.3f} |" if p else "– |"))
-        out += ["", "### Ablations (finest level)", "", "| Configuration | PSNR ↑ | SSIM ↑ | LPIPS ↓ | CSIM ↑ | paper (VFHQ) PSNR / SSIM / LPIPS |",
-                "|---|---|---|---|---|---|"]
+        out += ["", "### Ablations (finest level)", "",
+                f"| Configuration | PSNR ↑ | SSIM ↑ | LPIPS ↓ | {FACE_HEAD} | CSIM ↑ | paper (VFHQ) PSNR / SSIM / LPIPS |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for r in self.ablation_rows:
             p = PAPER_ABLATION[r["variant"]]
             csim = "–" if r.get("csim") is None else f"{r['csim']:.3f}"
-            out.append(f"| {LABELS[r['variant']]} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | {csim} | {p[0]:.2f} / {p[1]:.3f} / {p[2]:.3f} |")
+            out.append(f"| {LABELS[r['variant']]} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | {_face(r)} | {csim} | "
+                       f"{p[0]:.2f} / {p[1]:.3f} / {p[2]:.3f} |")
         out += ["", "### The paper's orderings here", ""]
         out += [f"- {'holds' if ok else 'does NOT hold'}: {claim}" for claim, ok in self.orderings]
         out += ["", *[f"- {n}" for n in self.notes], "", f"Produced by `{self.command}`."]
@@ -173,7 +184,8 @@ def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None,
         r = evaluate(net, data, lods, split="heldout", cross=False, motion=False, progress=progress)
         method = "full" if net.cfg.model.use_refiner else "coarse"
         rows = {row["lod"]: row for row in r.rows if row["method"] == method}
-        pick = lambda row: {k: row.get(k) for k in ("gaussians", "psnr", "ssim", "lpips", "csim", "same_person", "face_found", "frames")}  # noqa: E731
+        pick = lambda row: {k: row.get(k) for k in ("gaussians", "psnr", "ssim", "lpips", "face_psnr", "face_ssim", "face_lpips", "csim",  # noqa: E731
+                                                    "same_person", "face_found", "frames")}
         ablation_rows.append({"variant": v, "lod": finest, **pick(rows[finest])})
         if v == "full":
             lod_rows = [{"lod": k, **pick(rows[k])} for k in lods]
@@ -186,6 +198,7 @@ def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None,
              "(never trained on): self-reenactment, first frame -> the others, truth composited on the background",
              *labels,
              "CSIM: mean over the frames where dlib finds a face in both render and truth ('–': in none); face_found per row in tables.json",
+             f"face PSNR / SSIM / LPIPS: {FACE_REGION} (omg_lite.metrics)",
              "the paper's figures are VFHQ at 512x512 with a trained DINOv2: compare orderings, not values"]
     tables = Tables(lod_rows, ablation_rows, orderings(lod_rows, ablation_rows), notes, command)
     for name, text in (("tables.md", tables.markdown()), ("tables.json", json.dumps(tables.to_dict(), indent=2) + "\n")):

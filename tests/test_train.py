@@ -282,9 +282,10 @@ def test_heldout_metrics_are_computed_on_the_heldout_identities(clips, tmp_path)
     t = trainer(tiny_cfg(clips), tmp_path / "run", random_parts=False)
     metrics = t.evaluate()
     record = json.loads((tmp_path / "run" / "heldout.json").read_text())
-    assert record["clips"] == ["clip2"] and record["pairs"] == 4 and record["lod"] == 2
-    # PSNR by hand: 10 log10(1 / mse) per image, averaged over the held-out pairs
-    data = PairDataset(clips, 32, split="heldout", heldout=1, seed=0)
+    assert record["clips"] == ["clip2"] and record["pairs"] == 3 and record["lod"] == 2  # frame 0 drives to frames 1..3
+    # PSNR by hand: 10 log10(1 / mse) per image, averaged over the held-out pairs (source: the first frame)
+    data = PairDataset(clips, 32, split="heldout", heldout=1, seed=0, sources="first")
+    assert [data.pair(i) for i in range(len(data))] == [(0, 0, 1), (0, 0, 2), (0, 0, 3)]
     t.net.eval()
     with torch.no_grad():
         psnr = []

@@ -26,6 +26,11 @@ DDP rank reads its own shard.
 
 Held-out split: the last ``heldout`` clips (by name) are held out, whole identities, for the
 held-out metrics; the others train.
+
+Sources (``sources``): ``"random"`` (training: each valid frame drives once, from another valid
+frame drawn as above) or ``"first"`` (the one-shot protocol the held-out metrics use, the same as
+``omg-lite eval``'s self-reenactment: each clip's first valid frame is the source photo and drives
+to every other valid frame once).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from omg_lite.head.params import HeadParams, load_clip
 from omg_lite.safe_load import folder_names
 
 SPLITS = ("train", "heldout", "all")
+SOURCES = ("random", "first")
 
 
 @dataclass
@@ -144,12 +150,14 @@ class PairDataset(torch.utils.data.Dataset):
     :func:`collate` turns a list of them into a :class:`PairBatch`.
     """
 
-    def __init__(self, root: str | Path, size: int, split: str = "train", heldout: int = 0, seed: int = 0):
+    def __init__(self, root: str | Path, size: int, split: str = "train", heldout: int = 0, seed: int = 0, sources: str = "random"):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if sources not in SOURCES:
+            raise ValueError(f"sources must be one of {SOURCES}, got {sources!r}")
         if size < 8:
             raise ValueError(f"training image size must be at least 8 pixels, got {size}")
-        self.root, self.size, self.seed, self.epoch = Path(root), size, seed, 0
+        self.root, self.size, self.seed, self.epoch, self.sources = Path(root), size, seed, 0, sources
         folders = sorted(clip_folders(self.root, "training data"), key=lambda p: p.name)
         if not 0 <= heldout < len(folders):
             raise ValueError(f"train.heldout={heldout} but {self.root} has {len(folders)} clip(s): at least one must stay for training")
@@ -159,7 +167,8 @@ class PairDataset(torch.utils.data.Dataset):
         if len(dims) > 1:
             raise ValueError(f"clips under {self.root} disagree on (shape, expression) sizes {sorted(dims)}: they were made with different head models")
         self.n_shape, self.n_expr = dims.pop() if dims else (0, 0)
-        self.index = [(c, j) for c in range(len(self.clips)) for j in self.clips[c].frames]  # driver frames
+        first = int(sources == "first")  # the first valid frame is the source, never a driver
+        self.index = [(c, j) for c in range(len(self.clips)) for j in self.clips[c].frames[first:]]  # driver frames
 
     def __len__(self) -> int:
         return len(self.index)
@@ -170,6 +179,8 @@ class PairDataset(torch.utils.data.Dataset):
     def pair(self, i: int) -> tuple[int, int, int]:
         """(clip, source frame, driver frame) of pair i in the current epoch."""
         c, drv = self.index[i]
+        if self.sources == "first":
+            return c, self.clips[c].frames[0], drv
         others = [j for j in self.clips[c].frames if j != drv]
         src = others[int(np.random.default_rng((self.seed, self.epoch, i)).integers(len(others)))]
         return c, src, drv

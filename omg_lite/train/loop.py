@@ -43,7 +43,7 @@ from omg_lite.features import BackboneFeatures, DinoEncoder, FeatureCache
 from omg_lite.train import ddp
 from omg_lite.train.checkpoint import atomic_write_text, check_fits, latest_checkpoint, load_state, load_weights, save_checkpoint
 from omg_lite.train.data import PairBatch, PairDataset, collate
-from omg_lite.train.losses import MIN_SIZE, OMGLoss, build_lpips
+from omg_lite.train.losses import MIN_SIZE, OMGLoss
 from omg_lite.train.memory import OutOfMemory, check_memory, oom_advice
 
 CONFIG_FILE = "config.json"
@@ -129,9 +129,10 @@ def config_from_dict(data: dict, like: Config | None = None) -> Config:
 
 
 def target_image(batch: PairBatch, background: float) -> Tensor:  # -> [B, 3, H, W]
-    """I_d = M_d * rgb_d + (1 - M_d) * background."""
-    m = batch.driver_mask
-    return batch.driver_rgb * m + background * (1 - m)
+    """I_d = M_d * rgb_d + (1 - M_d) * background (``omg_lite.metrics.composite``)."""
+    from omg_lite.metrics import composite
+
+    return composite(batch.driver_rgb, batch.driver_mask, background)
 
 
 class Trainer:
@@ -332,45 +333,48 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: str = "heldout", lod: int | None = None) -> dict[str, float]:
-        """Mean PSNR / SSIM / LPIPS of I_r against I_d over ``split``'s pairs (epoch 0's, fixed by the
-        seed), at level ``lod`` (default: the finest); written to RUN/heldout.json and TensorBoard.
+        """Mean PSNR / SSIM / LPIPS of I_r against I_d over ``split``'s clips, whole image and face
+        region (``omg_lite.metrics``; the face region needs the model's head model), at level ``lod``
+        (default: the finest); written to RUN/heldout.json and TensorBoard.
 
-        LPIPS here is the SqueezeNet trunk, as in the release's evaluation (random offline, labelled).
-        Main process only; the other ranks return {}.
+        The protocol is ``omg-lite eval``'s self-reenactment: each clip's first valid frame is the
+        source and drives to the others (``PairDataset(sources="first")``). LPIPS is the SqueezeNet
+        trunk, as in the release's evaluation (random offline, labelled). Main process only; the other
+        ranks return {}.
         """
-        from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+        from omg_lite.metrics import ImageMetrics, face_region
 
         if not self.dist.main:
             return {}
         t, dev = self.cfg.train, self.dist.device
-        data = PairDataset(self.data.root, t.image_size, split=split, heldout=t.heldout, seed=t.seed)
+        data = PairDataset(self.data.root, t.image_size, split=split, heldout=t.heldout, seed=t.seed, sources="first")
         if len(data) == 0:
             raise ValueError(f"no {split} pairs to evaluate: set train.heldout > 0 (identities held out from training)")
         lod = self.cfg.model.levels if lod is None else lod
-        lpips, label = build_lpips("squeeze")
-        lpips = lpips.to(dev)
-        scores: dict[str, list[Tensor]] = {"psnr": [], "ssim": [], "lpips": []}
+        metrics = ImageMetrics(dev)
+        head = getattr(self.net.model, "head", None)  # a stand-in model without one: whole-image figures only
+        scores: dict[str, list[Tensor]] = {}
         self.net.eval()
         try:
             for lo in range(0, len(data), self.local_batch):
                 batch = collate([data[i] for i in range(lo, min(lo + self.local_batch, len(data)))]).to(dev)
                 pred = self.net(self._features(batch.source_rgb), batch, lod).refined.float().clamp(0, 1)
-                target = target_image(batch, self.cfg.model.background)
-                scores["psnr"].append(peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3)))
-                scores["ssim"].append(structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none"))
-                scores["lpips"].append(lpips(pred, target, normalize=True).flatten())
+                face = None if head is None else face_region(head, batch.driver, batch.camera_drv, batch.driver_mask)
+                for k, v in metrics(pred, target_image(batch, self.cfg.model.background), face).items():
+                    scores.setdefault(k, []).append(v)
         finally:
             self.net.train()
-        metrics = {k: torch.cat(v).mean().item() for k, v in scores.items()}
-        record = {"split": split, "pairs": len(data), "clips": [c.name for c in data.clips], "lod": lod, "step": self.step,
-                  "lpips_trunk": label, "encoder": self.encoder.weights_source, **metrics}
+        per_image = {k: torch.cat(v) for k, v in scores.items()}  # face scores are NaN where the region is empty: left out
+        metrics_out = {k: (v[~v.isnan()] if k.startswith("face_") else v).mean().item() for k, v in per_image.items()}
+        record = {"split": split, "protocol": "first frame drives the others", "pairs": len(data), "clips": [c.name for c in data.clips],
+                  "lod": lod, "step": self.step, "lpips_trunk": metrics.label, "encoder": self.encoder.weights_source, **metrics_out}
         atomic_write_text(self.run / f"{split}.json", json.dumps(record, indent=2) + "\n")
         from torch.utils.tensorboard import SummaryWriter
 
         with SummaryWriter(str(self.run / "tb")) as writer:
-            for k, v in metrics.items():
-                writer.add_scalar(f"{split}/{k.replace('lpips', label)}", v, self.step)
-        return metrics
+            for k, v in metrics_out.items():
+                writer.add_scalar(f"{split}/{k.replace('lpips', metrics.label)}", v, self.step)
+        return metrics_out
 
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (main process only); refuses non-finite weights."""
