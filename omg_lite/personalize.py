@@ -25,9 +25,16 @@ the shoulder means stay where reconstruction put them. Every kept level is fitte
 renders level k = i mod (K + 1), so each level gets 1 / (K + 1) of the steps and all share the
 offsets; switching LOD afterwards needs no refit.
 
+Frames of a clip tracked apart from the photo (``--video``) teach the head only: each one's render is replaced by its target outside the
+frame's head region W (the tracked head's z-buffer mask, collar band left out, dilated by 1/16
+of the image side to take in the hair around it), I' = W I + (1 - W) I_t. The torso's Gaussians
+are fixed in the photo's world, and a clip tracked on its own (its own crop and camera) does not
+put its torso where the photo's is; the photo alone teaches the torso.
+
 Stopping: a step whose loss is NaN/Inf, or a loss that rises above ``diverge_ratio`` times its
-starting value (averaged over a window), stops the fit; the feed-forward avatar is kept and the
-report says so (``FitReport.diverged``).
+starting value (averaged over a window, on the same targets: the photo's steps and the clip's
+steps are judged apart, since a clip frame's loss starts at its own level), stops the fit; the
+feed-forward avatar is kept and the report says so (``FitReport.diverged``).
 
 Hand-written, not a library: the loop is an ordinary Adam loop over a handful of tensors; what is
 specific is the parameterisation and the prior.
@@ -91,6 +98,10 @@ class FitSettings:
         rates = {k: v for k, v in asdict(self).items() if k.startswith("lr_")}
         if any(not (math.isfinite(v) and v >= 0) for v in rates.values()) or self.prior < 0:
             raise ValueError(f"learning rates and the prior weight must be non-negative numbers, got {rates}, prior {self.prior}")
+        on = (self.lr_features, self.fit_geometry * max(self.lr_opacity, self.lr_scale, self.lr_rotation),
+              self.fit_offsets * self.lr_offsets, self.fit_shoulders * self.lr_shoulder)
+        if max(on) <= 0:
+            raise ValueError("nothing to fit: every parameter group is off or has a learning rate of 0")
         if not 0 <= self.source_share <= 1:
             raise ValueError(f"source_share must be in [0, 1], got {self.source_share}")
         return self
@@ -103,6 +114,7 @@ class FitFrames:
     images: Tensor  # [M, 3, H, W] in [0, 1]
     params: HeadParams  # [M] final parameters (the avatar's identity, the frame's motion)
     camera: Camera  # [M] views at H x W
+    weight: Tensor | None = None  # [M, 1, H, W] in [0, 1]: the pixels that teach (None: all of them)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -198,6 +210,7 @@ def fit(model, gs: GaussianSet, source: FitFrames, clip: FitFrames | None = None
         p.requires_grad_(False)
     losses: list[float] = []
     fitted: list[int] = []
+    history: dict[bool, list[float]] = {True: [], False: []}  # the losses of the photo's steps and of the clip's, apart
     diverged = None
     t0, c0 = time.perf_counter(), time.process_time()
     try:
@@ -207,12 +220,17 @@ def fit(model, gs: GaussianSet, source: FitFrames, clip: FitFrames | None = None
                 frames = clip if clip is not None and torch.rand((), generator=gen) >= s.source_share else source
                 j = int(torch.randint(len(frames), (), generator=gen))
                 out = model.render(theta.gaussians(), frames.params[j : j + 1], frames.camera[j : j + 1], k)
-                terms = loss_fn(out.coarse, out.refined if model.cfg.use_refiner else None, frames.images[j : j + 1], out.offsets)
+                target, coarse, refined = frames.images[j : j + 1], out.coarse, out.refined
+                if frames.weight is not None:  # I' = W I + (1 - W) I_t: only W's pixels teach
+                    w = frames.weight[j : j + 1]
+                    coarse, refined = (w * x + (1 - w) * target for x in (coarse, refined))
+                terms = loss_fn(coarse, refined if model.cfg.use_refiner else None, target, out.offsets)
                 loss = terms.total + s.prior * theta.prior()
                 value = float(loss.detach())
                 losses.append(value)
                 fitted.append(k)
-                diverged = _diverged(losses, s)
+                history[frames is source].append(value)
+                diverged = _diverged(history[frames is source], s, "" if frames is source else " on the clip's frames")
                 if diverged:
                     break
                 opt.zero_grad(set_to_none=True)
@@ -229,15 +247,15 @@ def fit(model, gs: GaussianSet, source: FitFrames, clip: FitFrames | None = None
         return theta.gaussians().detach(), report
 
 
-def _diverged(losses: list[float], s: FitSettings) -> str | None:
-    """Why to stop now (NaN/Inf, or a rising loss), or None."""
+def _diverged(losses: list[float], s: FitSettings, where: str = "") -> str | None:
+    """Why to stop now (NaN/Inf, or a rising loss over these steps, all on the same targets), or None."""
     if not math.isfinite(losses[-1]):
-        return f"the loss became {losses[-1]} at step {len(losses)}"
+        return f"the loss became {losses[-1]}{where} at its step {len(losses)}"
     w = s.window
     if len(losses) >= 2 * w:
         first, last = sum(losses[:w]) / w, sum(losses[-w:]) / w
         if last > s.diverge_ratio * first:
-            return f"the loss rose from {first:.4g} to {last:.4g} (mean over {w} steps) by step {len(losses)}"
+            return f"the loss rose{where} from {first:.4g} to {last:.4g} (mean over {w} steps) by its step {len(losses)}"
     return None
 
 
@@ -251,16 +269,28 @@ def source_frames(avatar) -> FitFrames:
     return FitFrames(s.image * s.mask + bg * (1 - s.mask), s.params, s.camera)
 
 
-def clip_frames(avatar, rgb: Tensor, mask: Tensor, params: HeadParams, camera: Camera) -> FitFrames:
+def clip_frames(avatar, rgb: Tensor, mask: Tensor, params: HeadParams, camera: Camera, head_only: bool = False) -> FitFrames:
     """Frames of a clip of the same person (crops rgb [M, 3, H, W], masks [M, 1, H, W], tracked params and views [M])
-    as targets: composited on the background, rendered with the avatar's identity beta_s and the frame's motion."""
+    as targets: composited on the background, rendered with the avatar's identity beta_s and the frame's motion.
+    ``head_only``: a clip tracked apart from the photo; its frames teach the head region only (the module docstring)."""
     from omg_lite.avatar import retarget
+
+    from omg_lite.geometry.shoulders import head_mask
+    from omg_lite.geometry.zbuffer import rasterize
 
     dev = avatar.net.device
     bg = avatar.net.cfg.model.background
-    rgb, mask = rgb.to(dev), mask.to(dev)
+    rgb, mask, camera = rgb.to(dev), mask.to(dev), camera.to(dev)
     final = retarget(avatar.net.head, avatar.source.params, params.to(dev), "absolute")
-    return FitFrames(rgb * mask + bg * (1 - mask), final, camera.to(dev))
+    if not head_only:
+        return FitFrames(rgb * mask + bg * (1 - mask), final, camera)
+    H, W = rgb.shape[-2:]
+    with torch.no_grad():
+        verts = avatar.net.head(final).vertices  # [M, V, 3]
+        frags = rasterize(camera.world_to_camera(verts), avatar.net.head.faces, camera.K, H, W)
+        r = max(1, H // 16)  # the hair around the head
+        weight = Fn.max_pool2d(head_mask(frags, getattr(avatar.net.model, "collar", None))[:, None].float(), 2 * r + 1, 1, r)
+    return FitFrames(rgb * mask + bg * (1 - mask), final, camera, weight)
 
 
 def video_frames(avatar, video, max_frames: int, fit_frames: int) -> FitFrames:
@@ -287,7 +317,7 @@ def video_frames(avatar, video, max_frames: int, fit_frames: int) -> FitFrames:
                 crops.append(_image_tensor(crop))
                 masks.append(_mask_tensor(seg(crop)))
     idx = torch.as_tensor(sorted(keep))
-    frames = clip_frames(avatar, torch.cat(crops), torch.cat(masks), r.params[idx], r.camera[idx])
+    frames = clip_frames(avatar, torch.cat(crops), torch.cat(masks), r.params[idx], r.camera[idx], head_only=True)  # tracked apart from the photo
     warning = other_person(avatar.source.image, torch.cat(crops))
     if warning:
         warnings.warn(f"--video {video}: {warning}; fitting on it blends two people", OtherPersonWarning, stacklevel=2)

@@ -30,12 +30,16 @@ def net() -> AvatarModel:
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory, net):
+def synth_set(tmp_path_factory, net) -> Path:
     from omg_lite.config import Config
     from omg_lite.synth import write_synth
 
-    folder = write_synth(tmp_path_factory.mktemp("synth") / "set", 1, 4, net.image_size, seed=3, cfg=Config())
-    return read_clip(Path(folder) / "id000", net.image_size)
+    return Path(write_synth(tmp_path_factory.mktemp("synth") / "set", 1, 4, net.image_size, seed=3, cfg=Config()))
+
+
+@pytest.fixture(scope="module")
+def clip(synth_set, net):
+    return read_clip(synth_set / "id000", net.image_size)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +112,12 @@ def test_divergence_keeps_the_feed_forward_avatar(avatar):
     assert gs is avatar.gaussians and report.diverged and "nan" in report.diverged.lower()
 
 
+def test_a_fit_with_nothing_to_fit_is_refused(avatar):
+    off = dataclasses.replace(SETTINGS, lr_features=0.0, fit_geometry=False, fit_offsets=False, fit_shoulders=False)
+    with pytest.raises(ValueError, match="nothing to fit"):
+        fit(avatar.net.model, avatar.gaussians, source_frames(avatar), settings=off)
+
+
 def test_rising_loss_stops_the_fit(avatar):
     s = dataclasses.replace(SETTINGS, steps=60, lr_features=50.0, lr_opacity=50.0, lr_scale=5.0, window=3)
     gs, report = fit(avatar.net.model, avatar.gaussians, source_frames(avatar), settings=s)
@@ -176,3 +186,54 @@ def test_a_clip_of_another_person_is_told_apart():
     astronaut, hopper = face("astronaut"), face("hopper")
     assert other_person(astronaut, torch.cat([astronaut.flip(-1), astronaut * 0.9])) is None  # the same person, mirrored, darker
     assert "another person" in other_person(astronaut, hopper)
+
+
+def test_clip_frames_tracked_apart_teach_the_head_region_only(avatar, clip, synth_set):
+    """head_only weights: 1 on the synthetic truth's head mask, 0 on the torso below it; with zero weight a
+    clip-only fit has no gradient at all and returns the feed-forward attributes exactly."""
+    from omg_lite.personalize import clip_frames
+    from omg_lite.synth import SynthDataset
+
+    frames = clip_frames(avatar, clip.rgb[1:3], clip.mask[1:3], clip.params[1:3], clip.camera[1:3], head_only=True)
+    w = frames.weight[:, 0] > 0.5  # [2, H, W]
+    for i, j in enumerate((1, 2)):
+        truth = SynthDataset(synth_set)[j]["head_mask"]
+        assert w[i][truth].float().mean() > 0.98  # the head teaches
+        assert not w[i][-3:].any()  # the torso at the bottom of the frame does not
+    blind = dataclasses.replace(frames, weight=torch.zeros_like(frames.weight))
+    gs, report = fit(avatar.net.model, avatar.gaussians, source_frames(avatar), blind,
+                     dataclasses.replace(SETTINGS, steps=6, source_share=0.0))
+    assert report.diverged is None
+    for k, a in avatar.gaussians.levels.items():
+        torch.testing.assert_close(gs.levels[k].features, a.features, rtol=0, atol=0)
+
+
+def test_a_clip_whose_loss_starts_higher_does_not_stop_the_fit(avatar, clip):
+    """The photo's and the clip's steps are judged apart. With every learning rate 0 (colours 1e-12) nothing changes, so no loss
+    rises; but the clip's loss is far above the photo's (which the avatar renders exactly), and the two mixed in
+    random proportions looked like a rising loss (the old check stopped this fit)."""
+    from omg_lite.personalize import clip_frames
+
+    src = source_frames(avatar)
+    with torch.no_grad():  # a photo the avatar already renders exactly: its loss stays near 0
+        own = dataclasses.replace(src, images=avatar.render(src.params, src.camera, avatar.lod).refined)
+    far = clip_frames(avatar, clip.rgb[1:3], clip.mask[1:3], clip.params[1:3], clip.camera[1:3])
+    s = dataclasses.replace(SETTINGS, steps=60, window=10, source_share=0.5, lr_features=1e-12, lr_opacity=0.0, lr_scale=0.0,
+                            lr_rotation=0.0, lr_offsets=0.0, lr_shoulder=0.0)  # nothing moves (1e-12): no loss can rise
+    _, report = fit(avatar.net.model, avatar.gaussians, own, far, s)
+    assert report.diverged is None and report.steps == 60
+
+
+def test_cli_refuses_an_avatar_of_another_checkpoint_in_one_line(fitted, run, tmp_path, capsys):
+    """A personalised avatar saved with one model, animated with another checkpoint (the smoke run): exit 2, one line,
+    and no video under the final name."""
+    from omg_lite.cli import main
+    from omg_lite.demo import SAMPLE_DRIVER
+
+    saved = fitted.save(tmp_path / "me")
+    out = tmp_path / "clip.mp4"
+    rc = main(["reenact", "--checkpoint", str(run), "--avatar", str(saved), "--source", str(tmp_path / "unused.png"),
+               "--driver", str(SAMPLE_DRIVER), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("omg-lite: error:") and "\n" not in err and "another model" in err
+    assert not out.exists()
