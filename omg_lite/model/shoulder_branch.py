@@ -69,7 +69,10 @@ def head_attached(
     head_x: Tensor,  # [B, V'] the head's vertices' x, its neck left out (its horizontal extent)
     top_y: Tensor,  # [B] the head's highest point
 ) -> Tensor:  # [B, h, w] bool
-    """The grid points of M_s that belong to the head (the module docstring's rule), 8-connected on the grid."""
+    """The grid points of M_s that belong to the head (the module docstring's rule), 8-connected on the grid.
+
+    Decided on the plane points p^_s (before the offset O_s, which moves along n_s); the labelling runs
+    on the CPU (scipy.ndimage.label), once per reconstruction."""
     centre, half = (head_x.amax(1) + head_x.amin(1)) / 2, (head_x.amax(1) - head_x.amin(1)) / 2  # [B]
     y, x = points[..., 1], points[..., 0]
     near = mask & (y > neck_y[:, None, None]) & ((x - centre[:, None, None]).abs() <= HAIR_WIDTH * half[:, None, None])
