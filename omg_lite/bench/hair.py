@@ -72,12 +72,6 @@ def _source_split(gs, camera, hair, torso) -> tuple[list[int], list[int]]:
     return [int((on & is_hair).sum()), int(is_hair.sum())], [int((on & is_torso).sum()), int(is_torso.sum())]
 
 
-def _region_psnr(pred, target, region):  # [1, 3, H, W] x2, [H, W] bool -> float
-    from omg_lite.evaluate import psnr
-
-    return float(psnr(pred[..., region][:, :, None], target[..., region][:, :, None])[0])
-
-
 @dataclass
 class HairBench(Bench):
     """Hair that moves with the head vs the paper's static image-plane shoulders, on synthetic hair with its truth."""
@@ -97,7 +91,8 @@ class HairBench(Bench):
     def run(self) -> list[dict]:
         from omg_lite.avatar import Avatar, AvatarModel
         from omg_lite.config import Config
-        from omg_lite.evaluate import psnr, read_clip
+        from omg_lite.evaluate import read_clip
+        from omg_lite.metrics import composite, masked_psnr, psnr
         from omg_lite.synth import SynthDataset, write_synth
 
         net = AvatarModel.load(self.checkpoint or None)
@@ -125,11 +120,11 @@ class HairBench(Bench):
                     whole, alone = (Avatar(net, variant(av.gaussians, m == "static", only), av.source) for only in (False, True))
                     for j in range(1, clip.rgb.shape[0]):
                         p, cam = clip.params[j:j + 1], clip.camera[j:j + 1]
-                        truth = clip.rgb[j:j + 1] * clip.mask[j:j + 1] + bg * (1 - clip.mask[j:j + 1])  # I_d = M rgb + (1 - M) bg, as eval
+                        truth = composite(clip.rgb[j:j + 1], clip.mask[j:j + 1], bg)  # I_d = M rgb + (1 - M) bg, as eval
                         img = whole.render(p, cam, self.lod).refined.clamp(0, 1).cpu()
                         foot = alone.render(p, cam, self.lod).alpha[0, 0].cpu() > 0.5  # [S, S] the avatar's hair
                         sums[m]["hair_iou"] += float((foot & hair[j]).sum() / (foot | hair[j]).sum().clamp_min(1))
-                        sums[m]["hair_psnr"] += _region_psnr(img, truth, hair[j] | hair[0])
+                        sums[m]["hair_psnr"] += float(masked_psnr(img, truth, (hair[j] | hair[0])[None, None])[0])
                         sums[m]["psnr"] += float(psnr(img, truth)[0])
                 n += clip.rgb.shape[0] - 1
         rows = []

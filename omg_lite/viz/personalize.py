@@ -114,8 +114,9 @@ def hair_motion(avatar, clip, hair_masks: torch.Tensor, lod: int | None = None) 
     from omg_lite.bench.hair import variant
     from omg_lite.avatar import Avatar
 
-    bg = avatar.net.cfg.model.background
-    truth = clip.rgb * clip.mask + bg * (1 - clip.mask)  # [M, 3, H, W]
+    from omg_lite.metrics import composite
+
+    truth = composite(clip.rgb, clip.mask, avatar.net.cfg.model.background)  # [M, 3, H, W] I_d, as eval scores
     static = Avatar(avatar.net, variant(avatar.gaussians, static=True), avatar.source)
     alone = Avatar(avatar.net, variant(avatar.gaussians, static=False, alone=True), avatar.source)
     render = lambda av: torch.cat([av.render(clip.params[j:j + 1], clip.camera[j:j + 1], lod).refined.clamp(0, 1).cpu() for j in range(len(truth))])  # noqa: E731
