@@ -367,6 +367,8 @@ def _tensors(avatar) -> dict[str, Tensor]:
                     "shoulders.opacities": a.opacities, "shoulders.scales": a.scales, "shoulders.quats": a.quats})
         if s.attached is not None:
             out.update({"shoulders.attached": s.attached, "shoulders.rest_means": s.rest_means, "shoulders.rest_quats": s.rest_quats})
+        if s.footprint is not None:
+            out["shoulders.footprint"] = s.footprint
     out.update({"source.image": src.image, "source.mask": src.mask, "source.K": src.camera.K, "source.R": src.camera.R,
                 "source.t": src.camera.t, **{f"source.params.{f}": getattr(src.params, f) for f in ("shape", "expression", "pose", "translation")}})
     return {k: v.detach().cpu().clone() for k, v in out.items()}  # clones: safetensors refuses shared storage
@@ -434,7 +436,7 @@ def load_avatar(path, net):
     sh = None
     if "shoulders.means" in t:
         sh = ShoulderGaussians(t["shoulders.means"], attrs("shoulders"), t["shoulders.valid"],
-                               *(t.get(f"shoulders.{k}") for k in ("attached", "rest_means", "rest_quats")))
+                               *(t.get(f"shoulders.{k}") for k in ("attached", "rest_means", "rest_quats", "footprint")))
     gs = GaussianSet(lod, {k: attrs(f"level{k}") for k in levels}, {k: t[f"level{k}.source_means"] for k in levels}, t["offsets"], t["shape"], sh)
     params = HeadParams(*(t[f"source.params.{f}"] for f in ("shape", "expression", "pose", "translation")))
     source = SourceFrame(t["source.image"], t["source.mask"], params, Camera(t["source.K"], t["source.R"], t["source.t"], size, size))

@@ -54,7 +54,7 @@ from omg_lite.model.gaussian_heads import GaussianAttributes, GaussianHead
 from omg_lite.model.global_branch import GlobalBranch, OffsetHead
 from omg_lite.model.hierarchy import Hierarchy
 from omg_lite.model.refiner import Refiner
-from omg_lite.model.shoulder_branch import ShoulderBranch, ShoulderGaussians, head_attached
+from omg_lite.model.shoulder_branch import ShoulderBranch, ShoulderGaussians, head_attached, source_footprint, widened
 from omg_lite.splat import render as splat
 
 
@@ -279,7 +279,7 @@ class OMGModel(nn.Module):
         on = head_attached(plane.mask, plane.points, posed.joints[:, NECK, 1], x, V0.detach()[..., 1].amax(1))  # [B, h, w]
         index = plane.packed()[3]  # [B, N_s] the grid pixel of each shoulder Gaussian (raster order, as the branch packs them)
         attached = torch.gather(on.reshape(on.shape[0], -1), 1, index) & S.valid
-        return S.replace(attached=attached, rest_means=rest, rest_quats=q_rest)
+        return S.replace(attached=attached, rest_means=rest, rest_quats=q_rest, footprint=source_footprint(z_p, camera))
 
     def _moved_shoulders(self, gs: GaussianSet, driver: HeadParams, B: int, posed: HeadOutput | None = None) -> tuple[Tensor, Tensor]:  # -> [B, N_s, 3], [B, N_s, 4]
         """Shoulder means and rotations for the driver: the torso's as reconstructed, the attached ones moved with the head."""
@@ -325,8 +325,13 @@ class OMGModel(nn.Module):
         if gs.shoulders is not None:
             s_means, s_quats = self._moved_shoulders(gs, driver, B, posed)
             means = torch.cat([means.float(), s_means.float()], 1)  # [B, N_h + N_s, 3]
+            N_h = means.shape[1] - s_means.shape[1]
             if gs.shoulders.attached is not None and bool(gs.shoulders.attached.any()):
-                quats = torch.cat([quats[:, : means.shape[1] - s_means.shape[1]], s_quats.float()], 1)
+                quats = torch.cat([quats[:, :N_h], s_quats.float()], 1)
+            if gs.shoulders.footprint is not None:  # the source view's world footprint at this size (shoulder_branch)
+                cam = _expand_camera(camera, B)
+                depth = cam.world_to_camera(s_means.float())[..., 2]  # [B, N_s]
+                scales = torch.cat([scales[:, :N_h], widened(scales[:, N_h:], _expand(gs.shoulders.footprint, B), depth, cam)], 1)
         out = splat(
             means.float(), quats, scales, opacities, features,
             _expand_camera(camera, B).to(dtype=torch.float32),

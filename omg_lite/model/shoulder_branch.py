@@ -11,6 +11,28 @@ where p^_s is the pixel's point on an image-aligned plane in the source view and
 plane's normal. The attributes use the head's activations (:func:`gaussian_heads.activate`)
 with the spacing of neighbouring plane points as the base size.
 
+**The same footprint at any output size.** The renderer widens every projected Gaussian by a
+fixed 0.3 px^2 (``splat.project.EPS2D``), which in world units at depth z through a camera of
+focal f is sigma^2 = 0.3 (z / f)^2: it shrinks as the output grows. Training renders the source's
+size only, and nothing there keeps the shoulder Gaussians as wide as their d x d cells: a trained
+model can shrink them far below d (the lite checkpoint: about 0.5 mm for d = 4 mm) and still look
+filled at its training size, because the dilation covers the gaps there; rendered larger, the
+shirt became a dotted grid. So the shoulders keep the world-space footprint of the source view
+(Mip-Splatting's 3D filter, with the sampling rate of the one view the model saw): at
+reconstruction
+
+    sigma_src^2 = 0.3 (z_p / f_src)^2                          (``footprint``, world units^2)
+
+and at rendering, for a Gaussian at camera depth z through a camera of focal f,
+
+    Sigma_s' = Sigma_s + max(0, sigma_src^2 - 0.3 (z / f)^2) I,   s_s' = sqrt(s_s^2 + that)  per axis
+
+(an isotropic term commutes with the rotation, so only the scales change; :func:`widened`). At the
+source's size the term is zero (renders and training unchanged), at a larger size it tops the
+footprint up to the source's, so coverage does not depend on the output size. The opacity is kept:
+a surface sample must stay opaque when widened. No learned parameter is added: every checkpoint
+loads and gives the same renders at its own size.
+
 The region M_s holds the torso and also what belongs to the head but lies outside the head
 mesh (hair, a hat). The torso stays fixed in world space as in the paper; what grows from the
 scalp moves rigidly with the head (``attached``, :func:`head_attached`): the points of M_s
@@ -43,7 +65,9 @@ import torch
 from scipy import ndimage
 from torch import Tensor, nn
 
+from omg_lite.geometry.camera import Camera
 from omg_lite.model.gaussian_heads import GaussianAttributes, activate, attribute_width
+from omg_lite.splat.project import EPS2D
 
 
 @dataclass
@@ -54,6 +78,7 @@ class ShoulderGaussians:
     attached: Tensor | None = None  # [B, N_s] bool: grows from the scalp (head_attached), moves rigidly with the head
     rest_means: Tensor | None = None  # [B, N_s, 3] T_s^{-1}(p_s): means in the neck joint's rest frame
     rest_quats: Tensor | None = None  # [B, N_s, 4] conj(q(G_neck,s)) q_s: rotations in that frame
+    footprint: Tensor | None = None  # [B] sigma_src^2 = 0.3 (z_p / f_src)^2, the source view's dilation in world units^2
 
     def replace(self, **changes) -> "ShoulderGaussians":
         return dataclasses.replace(self, **changes)
@@ -83,6 +108,29 @@ def head_attached(
         hit = np.unique(labels[seed[b].cpu().numpy()])
         out[b] = torch.from_numpy(np.isin(labels, hit[hit > 0])).to(out.device)
     return out
+
+
+def source_footprint(
+    plane_depth: Tensor,  # [B] z_p
+    camera: Camera,  # the source view, at the size the model sees
+) -> Tensor:  # [B] sigma_src^2
+    """The renderer's 0.3 px^2 dilation of the source view in world units^2 at the shoulder plane."""
+    return EPS2D * (plane_depth / _focal(camera)) ** 2
+
+
+def widened(
+    scales: Tensor,  # [B, N_s, 3] s_s
+    footprint: Tensor,  # [B] sigma_src^2
+    depth: Tensor,  # [B, N_s] z of each Gaussian in the rendering camera
+    camera: Camera,  # the rendering camera, batch B
+) -> Tensor:  # [B, N_s, 3] s_s'
+    """s_s' = sqrt(s_s^2 + max(0, sigma_src^2 - 0.3 (z / f)^2)): the source's world footprint at this camera's size."""
+    extra = (footprint[:, None] - EPS2D * (depth / _focal(camera)[:, None]) ** 2).clamp_min(0)  # [B, N_s]
+    return (scales**2 + extra[..., None]).sqrt()
+
+
+def _focal(camera: Camera) -> Tensor:  # [B] sqrt(f_x f_y), pixels
+    return (camera.K[:, 0, 0] * camera.K[:, 1, 1]).sqrt()
 
 
 class ShoulderBranch(nn.Module):
