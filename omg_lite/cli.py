@@ -57,9 +57,9 @@ def _first_line(doc: str | None) -> str:
 
 
 def _commands() -> dict:
-    from omg_lite import commands
+    from omg_lite import commands, commands_avatar
 
-    cmds = dict(commands.COMMANDS)
+    cmds = {**commands.COMMANDS, **commands_avatar.COMMANDS}
     benches = all_benches()
     subs = tuple(Annotated[b, tyro.conf.subcommand(b.name, description=_first_line(b.__doc__))] for b in benches)
     bench.__annotations__["which"] = Union[subs]  # type: ignore[valid-type]

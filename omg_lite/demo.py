@@ -37,8 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omg_lite.avatar import DATA_SAMPLES, MAX_FRAMES, Avatar, AvatarModel, load_driver, to_uint8
-from omg_lite.bench import sync
+from omg_lite.avatar import Avatar, to_uint8
+from omg_lite.drivers import MAX_FRAMES, load_driver
+from omg_lite.network import DATA_SAMPLES, AvatarModel
+from omg_lite.device import sync
 from omg_lite.io import check_output_file, check_output_folder, output_folder
 
 log = logging.getLogger(__name__)
@@ -288,7 +290,8 @@ def personalize(image: str | Path, out: str | Path, video: str | Path | None = N
 
     from omg_lite.evaluate import psnr
     from omg_lite.io import check_output_folder
-    from omg_lite.personalize import AVATAR_JSON, source_frames, video_frames
+    from omg_lite.avatar_file import AVATAR_JSON
+    from omg_lite.personalize import source_frames, video_frames
 
     check_output_folder(Path(out), overwrite, AVATAR_JSON, "an omg-lite personalised avatar")
     if steps < 1:

@@ -55,7 +55,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from omg_lite.avatar import Avatar, AvatarModel, resize_camera, retarget, to_uint8, track_config
+from omg_lite.avatar import Avatar, to_uint8
+from omg_lite.drivers import retarget, track_config
+from omg_lite.geometry.camera import resize_camera
+from omg_lite.network import AvatarModel
 from omg_lite.geometry.camera import Camera
 from omg_lite.head.params import HeadParams, load_clip
 from omg_lite.identity import IdentityMetric

@@ -32,12 +32,10 @@ Every run (and every shard) rewrites DATA/index.jsonl from all records present a
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -50,8 +48,8 @@ import numpy as np
 
 from omg_lite.config import Config
 from omg_lite.io import atomic_file, check_writable, remove_stale
+from omg_lite.prepare_sources import Source, duplicate_of, find_videos, parse_shard, sha256
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts")
 STATE = ".prepare"
 INDEX = "index.jsonl"
 
@@ -77,79 +75,6 @@ class PrepareSettings:
         for k in ("max_invalid", "max_several"):
             if not 0.0 <= getattr(self, k) <= 1.0:
                 raise ValueError(f"{k.replace('_', '-')} is a share of the frames: choose a value in [0, 1], got {getattr(self, k)}")
-
-
-@dataclass(frozen=True)
-class Source:
-    name: str  # the clip folder's name
-    path: Path
-
-
-# -- the collection --------------------------------------------------------------------------------
-def _clip_name(rel: Path) -> str:
-    name = re.sub(r"[^A-Za-z0-9._+-]", "_", rel.with_suffix("").as_posix().replace("/", "__"))
-    return "_" + name if name.startswith(".") or not name else name
-
-
-def find_videos(videos: str | os.PathLike) -> list[Source]:
-    """The videos under a folder (recursively, by suffix), in a list file (one path a line, relative
-    to the list's folder; '#' comments) or one video file; sorted by path, with unique clip names."""
-    videos = Path(videos)
-    if videos.is_dir():
-        paths, root = [p for p in videos.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and not p.is_dir()], videos
-        if not paths:
-            raise FileNotFoundError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {videos}")
-    elif videos.is_file() and videos.suffix.lower() in VIDEO_SUFFIXES:
-        paths, root = [videos], videos.parent
-    elif videos.is_file():
-        try:
-            lines = videos.read_text().splitlines()
-        except (UnicodeDecodeError, OSError) as e:
-            raise ValueError(f"{videos} is neither a folder, a video nor a text list of videos ({e})") from None
-        paths = [videos.parent / s for s in (ln.strip() for ln in lines) if s and not s.startswith("#")]
-        if not paths:
-            raise ValueError(f"the list {videos} names no videos (one path a line)")
-        root = Path(os.path.commonpath([p.absolute().parent for p in paths]))
-    else:
-        raise FileNotFoundError(f"no folder, video or list of videos at {videos}")
-    paths = sorted(set(paths), key=lambda p: p.absolute().relative_to(root.absolute()).as_posix())
-    rels = [p.absolute().relative_to(root.absolute()) for p in paths]
-    names = [_clip_name(r) for r in rels]
-    clash = {n for n in names if names.count(n) > 1}
-    names = [n + "_" + r.suffix.lstrip(".").lower() if n in clash else n for n, r in zip(names, rels)]
-    if len(set(names)) < len(names):
-        raise ValueError(f"videos under {videos} map to the same clip name ({sorted(n for n in names if names.count(n) > 1)[:3]}); rename them")
-    return [Source(n, p) for n, p in zip(names, paths)]
-
-
-def parse_shard(shard: str) -> tuple[int, int]:
-    """'I/N' -> (I, N) with 0 <= I < N."""
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
-    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
-        raise ValueError(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/4 (a SLURM array: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
-    return int(m.group(1)), int(m.group(2))
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def duplicate_of(src: Source, sources: list[Source], sizes: dict[Path, int], digest: str) -> str | None:
-    """The first earlier video with the same bytes, found by hashing only videos of equal size."""
-    for other in sources:
-        if other.path == src.path:
-            return None
-        if sizes.get(other.path) == sizes[src.path]:
-            try:
-                if sha256(other.path) == digest:
-                    return other.name
-            except OSError:
-                continue
-    return None
 
 
 # -- one video -> one clip (runs in a worker process) -----------------------------------------------
@@ -195,10 +120,10 @@ def _init_worker() -> None:
 def _tools(cfg: Config):
     """The head model and landmark detector of this process, built once."""
     if not _WORKER:
-        from omg_lite.head import load_head_model
+        from omg_lite.head import head_from_config
         from omg_lite.tracking.landmarks import LandmarkDetector
 
-        _WORKER["head"] = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
+        _WORKER["head"] = head_from_config(cfg.head)
         _WORKER["detector"] = LandmarkDetector(face=cfg.track.face)
     return _WORKER["head"], _WORKER["detector"]
 

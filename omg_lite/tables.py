@@ -154,7 +154,7 @@ def make_tables(out: str | Path, preset: str = "lite", steps: int | None = None,
                 overrides: tuple[str, ...] = (), progress: bool = True, readme: str | Path | None = None) -> Tables:
     """Train (or reuse) every variant, evaluate on the held-out identities, write OUT/tables.md + .json
     (and into ``readme``'s marked block)."""
-    from omg_lite.avatar import AvatarModel
+    from omg_lite.network import AvatarModel
     from omg_lite.evaluate import evaluate
     from omg_lite.synth import write_synth
     from omg_lite.io import atomic_file

@@ -203,9 +203,9 @@ def test_checkpoint_loading(run, net, monkeypatch, tmp_path):
     assert single.preset == "smoke" and single.step == 0
     with pytest.raises(ValueError, match="trained with the 'smoke' preset, not 'lite'"):
         AvatarModel.load(run, preset="lite")
-    import omg_lite.avatar as avatar_module
+    import omg_lite.network as network_module  # where checkpoints are resolved
 
-    monkeypatch.setattr(avatar_module, "DEFAULT_CHECKPOINT", tmp_path / "lite")
+    monkeypatch.setattr(network_module, "DEFAULT_CHECKPOINT", tmp_path / "lite")
     with pytest.raises(FileNotFoundError, match="omg-lite train --preset lite --out data_samples/lite"):
         AvatarModel.load(None)
     (tmp_path / "x.pt").write_bytes(b"0")

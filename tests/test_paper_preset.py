@@ -23,7 +23,7 @@ import torch
 from omg_lite.config import HeadConfig, OfflineHeadWarning, from_preset
 from omg_lite.train import Trainer
 from omg_lite.train.checkpoint import load_weights
-from omg_lite.train.loop import AmpIgnoredWarning, trainable_state
+from omg_lite.train.loop import AmpIgnoredWarning
 from omg_lite.train import memory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def paper_step(tmp_path_factory):
 
 
 def trainer_state(trainer: Trainer) -> dict[str, torch.Tensor]:
-    return trainable_state(trainer.net, trainer.frozen)
+    return trainer.net.trainable_state()
 
 
 @pytest.mark.slow  # one paper-size step + a resume with two no-grad renders: ~100 s of CPU time in all

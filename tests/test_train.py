@@ -33,7 +33,8 @@ from omg_lite.head.params import HeadParams, save_clip
 from omg_lite.train import NonFiniteLoss, PairDataset, Trainer, collate, lod_at, step_lod
 from omg_lite.train.checkpoint import load_state, load_weights, save_checkpoint
 from omg_lite.train.losses import OMGLoss
-from omg_lite.train.loop import Net, target_image
+from omg_lite.network import AvatarModel
+from omg_lite.train.loop import target_image
 
 N_SHAPE, N_EXPR = 20, 16
 
@@ -416,7 +417,7 @@ def test_ddp_gradients_equal_a_single_process_on_the_global_batch(clips, tmp_pat
     cfg = tiny_cfg(clips, "train.batch_size=4")
     data = PairDataset(clips, 32, split="train", heldout=1, seed=cfg.train.seed)
     encoder, model = seeded_parts(random_parts=False)
-    net = Net(encoder, model)
+    net = AvatarModel(cfg, "smoke", encoder, model)
     g = torch.Generator().manual_seed(cfg.train.seed)  # DistributedSampler's permutation for epoch 0
     pairs = torch.randperm(len(data), generator=g)[:4].tolist()
     batch = collate([data[i] for i in pairs])

@@ -270,16 +270,14 @@ def _cli(capfd, *args: str) -> tuple[int, list[str]]:
 def _no_work(monkeypatch) -> None:
     """Make every command's expensive first step fail loudly, so a refusal must come before it."""
     import omg_lite.avatar
-    import omg_lite.head
-    import omg_lite.synth.dataset
+    import omg_lite.head.model
     import omg_lite.train
 
     def work(*a, **k):
         raise AssertionError("the work started before the output place was checked")
 
     monkeypatch.setattr(omg_lite.avatar.AvatarModel, "load", work)
-    monkeypatch.setattr(omg_lite.head, "load_head_model", work)
-    monkeypatch.setattr(omg_lite.synth.dataset, "load_head_model", work)
+    monkeypatch.setattr(omg_lite.head.model, "load_head_model", work)  # every head_from_config(cfg.head) calls it
     monkeypatch.setattr(omg_lite.train, "Trainer", work)
 
 
@@ -391,7 +389,8 @@ def test_sigterm_unwinds_like_ctrl_c_and_sigkill_leftovers_are_removed_next_time
 def test_every_numeric_setting_has_a_range_and_each_bound_is_enforced():
     import copy
 
-    from omg_lite.config import PRESETS, RANGES, Config, _fields, apply_overrides, validate
+    from omg_lite.config import PRESETS, RANGES, Config, apply_overrides, validate
+    from omg_lite.config_parse import _fields
 
     defaults = dict(_fields(Config()))
     numeric = [k for k, v in defaults.items() if isinstance(v, (int, float, tuple)) and not isinstance(v, bool)]

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from omg_lite.device import sync
 
 @dataclass
 class Bench:
@@ -42,12 +43,6 @@ def all_benches() -> list[type[Bench]]:
         if cls.name:
             found[cls.name] = cls
     return [found[k] for k in sorted(found)]
-
-
-def sync(device: torch.device | str) -> None:
-    """Wait for queued kernels on ``device`` (a no-op on CPU) before reading a clock."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_ms(fn: Callable[[], object], device: torch.device | str = "cpu", warmup: int = 2, repeat: int = 5) -> float:

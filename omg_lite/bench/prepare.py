@@ -30,13 +30,13 @@ def synthetic_collection(folder: str | Path, clips: int = 3, frames: int = 6, si
     path) into ``folder``, and with ``bad`` one each of: corrupt bytes, an empty file, a video
     with no face, two faces side by side, a byte copy of good_00 and good_01 cut in the middle."""
     from omg_lite.bench.tracking import render_clip, smooth_path
-    from omg_lite.head import load_head_model
+    from omg_lite.head import head_from_config
     from omg_lite.tracking.video import write_video
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg, rng = Config(), np.random.default_rng(seed)
-    head = load_head_model(n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
+    head = head_from_config(cfg.head)
     paths, rgbs = {}, []
     for i in range(clips):
         rgb, _, _ = render_clip(head, smooth_path(head, frames, rng), size, cfg, rng)  # [M, S, S, 3]

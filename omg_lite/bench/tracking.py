@@ -123,11 +123,11 @@ class TrackBench(Bench):
         return [self._stills(), self._astronaut(), *self._video()]
 
     def _stills(self) -> dict:
-        from omg_lite.head import load_head_model
+        from omg_lite.head import head_from_config
         from omg_lite.tracking.fitting import FitSettings, FitTargets, LandmarkFitter, reprojection_error, rotation_error_deg
 
         cfg = Config()
-        head = load_head_model(n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
+        head = head_from_config(cfg.head)
         truth = random_params(head, self.stills, np.random.default_rng(self.seed))
         cam = Camera.frontal(batch=self.stills, size=self.size, fov_deg=cfg.camera.fov_deg, distance=cfg.camera.distance)
         with torch.no_grad():
@@ -146,12 +146,12 @@ class TrackBench(Bench):
     def _astronaut(self) -> dict:
         from skimage import data
 
-        from omg_lite.head import load_head_model
+        from omg_lite.head import head_from_config
         from omg_lite.tracking.fitting import polyline_distance2
         from omg_lite.tracking.track import track_frames
 
         cfg = Config()
-        head = load_head_model(n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
+        head = head_from_config(cfg.head)
         r = track_frames(lambda: [data.astronaut()], head, cfg, video=False)
         with torch.no_grad():
             uv, _ = r.camera.project_world(head(r.params).landmarks)
@@ -162,13 +162,13 @@ class TrackBench(Bench):
                 "contour_pct_iod": 100 * contour / iod, "s_detect": r.seconds["detect_per_frame"], "s_per_frame": r.seconds["fit_per_frame"]}  # fmt: skip
 
     def _video(self) -> list[dict]:
-        from omg_lite.head import load_head_model
+        from omg_lite.head import head_from_config
         from omg_lite.tracking.fitting import rotation_error_deg
         from omg_lite.tracking.track import track_frames
         from omg_lite.tracking.video import read_frames, write_video
 
         cfg = Config()
-        head = load_head_model(n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
+        head = head_from_config(cfg.head)
         rng = np.random.default_rng(self.seed + 1)
         rgb, truth, _ = render_clip(head, smooth_path(head, self.video_frames, rng), self.size, cfg, rng)
         rows = []

@@ -133,7 +133,8 @@ def measure(preset: str, overrides: list[str], data: str, lod: int, batch: int, 
 
 def enact_fps(preset: str, lod: int, size: int, device: str, frames: int = 5) -> float:
     """Frames per second of position update + splatting + refiner of the preset's untrained model (bench enact's protocol)."""
-    from omg_lite.avatar import AvatarModel, retarget, synthetic_path
+    from omg_lite.drivers import retarget, synthetic_path
+    from omg_lite.network import AvatarModel
     from omg_lite.bench.enact import EnactBench, sample_avatar
 
     with warnings.catch_warnings():
@@ -175,7 +176,8 @@ class TrainBench(Bench):
     name = "train"
 
     def run(self) -> list[dict]:
-        from omg_lite.avatar import DATA_SAMPLES, pick_device
+        from omg_lite.device import pick_device
+        from omg_lite.network import DATA_SAMPLES
         from omg_lite.config import PRESETS
 
         if self.preset not in PRESETS:

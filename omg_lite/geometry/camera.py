@@ -115,3 +115,14 @@ class Camera:
         eye = torch.tensor(target, dtype=dtype, device=device) + torch.tensor([0.0, 0.0, distance], dtype=dtype, device=device)
         t = -(R @ eye)
         return Camera(K.expand(batch, 3, 3).clone(), R.expand(batch, 3, 3).clone(), t.expand(batch, 3).clone(), size, size)
+
+
+def resize_camera(camera: Camera, size: int) -> Camera:
+    """The same view at size x size pixels: K' = diag(s, s, 1) K with s = size / width (square images)."""
+    if camera.width != camera.height:
+        raise ValueError(f"resize_camera needs a square camera, got {camera.width}x{camera.height}")
+    if size == camera.width:
+        return camera
+    s = size / camera.width
+    S = torch.diag(torch.tensor([s, s, 1.0], dtype=camera.K.dtype, device=camera.device))
+    return Camera(S @ camera.K, camera.R, camera.t, size, size)

@@ -259,3 +259,8 @@ def load_head_model(flame_path: str | os.PathLike | None = None, n_shape: int = 
         log.info("head model: the offline procedural stand-in, not FLAME (pass a FLAME pickle for the real model)")
         return HeadModel.standin(n_shape, n_expr)
     return HeadModel.from_flame(flame_path, n_shape, n_expr, landmark_path)
+
+
+def head_from_config(cfg) -> HeadModel:
+    """The head model a ``HeadConfig`` (``Config.head``) names: its FLAME file, else the stand-in."""
+    return load_head_model(flame_path=cfg.flame_path, n_shape=cfg.n_shape, n_expr=cfg.n_expr)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from omg_lite.config import Config
 from omg_lite.geometry.camera import Camera
-from omg_lite.head import load_head_model
+from omg_lite.head import head_from_config
 from omg_lite.head.params import HeadParams, load_clip, save_clip
 from omg_lite.io import check_output_folder, output_folder
 from omg_lite.safe_load import folder_names
@@ -124,7 +124,7 @@ def write_synth(
         raise ValueError("synth.supersample and synth.batch_frames must be at least 1")
     out = Path(out)
     check_output_folder(out, overwrite, MARKER, WHAT)  # before the head model is read
-    head = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
+    head = head_from_config(cfg.head)
     with output_folder(out, overwrite, MARKER, WHAT) as tmp:
         seeds = np.random.SeedSequence(seed).spawn(identities)
         with tqdm(total=identities * frames, unit="frame", desc="synth", disable=not progress) as bar:

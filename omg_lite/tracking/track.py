@@ -239,7 +239,7 @@ def write_track(out: Path, result: TrackResult, frames: Iterable[np.ndarray], ov
 
 def track(image: str | None, video: str | None, out: str, cfg: Config | None = None, overwrite: bool = False) -> TrackResult:
     """Track one image or one video into the folder ``out``."""
-    from omg_lite.head import load_head_model
+    from omg_lite.head import head_from_config
 
     cfg = cfg or Config()
     if (image is None) == (video is None):
@@ -253,7 +253,7 @@ def track(image: str | None, video: str | None, out: str, cfg: Config | None = N
     check_output_folder(out_path, overwrite, MARKER, WHAT)  # before any work
     is_video = video is not None
     frames, n = _frames_of(path, is_video, cfg.track.max_frames)
-    head = load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
+    head = head_from_config(cfg.head)
     try:
         result = track_frames(frames, head, cfg, video=is_video, progress=n if is_video else None)
     except NoFaceError as e:

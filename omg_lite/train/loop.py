@@ -38,8 +38,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from omg_lite.config import Config, validate
+from omg_lite.config import Config, config_from_dict, validate
 from omg_lite.features import BackboneFeatures, DinoEncoder, FeatureCache
+from omg_lite.network import AvatarModel
 from omg_lite.train import ddp
 from omg_lite.train.checkpoint import atomic_write_text, check_fits, latest_checkpoint, load_state, load_weights, save_checkpoint
 from omg_lite.train.data import PairBatch, PairDataset, collate
@@ -57,18 +58,6 @@ class AmpIgnoredWarning(UserWarning):
     """train.amp=true on a device where bfloat16 autocast is not used (the CPU)."""
 
 
-class Net(nn.Module):
-    """What one step runs: the encoder (frozen backbone + learned dense head) and the OMG model."""
-
-    def __init__(self, encoder: DinoEncoder, model: nn.Module):
-        super().__init__()
-        self.encoder, self.model = encoder, model
-
-    def forward(self, feats: BackboneFeatures, batch: PairBatch, lod: int):
-        enc = self.encoder.decode(feats)
-        return self.model(enc, batch.source, batch.driver, batch.camera_src, batch.camera_drv, batch.source_mask, lod)
-
-
 def lod_at(step: int, steps: int, schedule: tuple[float, ...]) -> int:
     """Level of detail k at ``step``: the number of schedule fractions already passed."""
     return sum(step >= f * steps for f in schedule)
@@ -81,12 +70,6 @@ def step_lod(step: int, steps: int, schedule: tuple[float, ...], coarser_share: 
     k = lod_at(step, steps, schedule)
     draw = random.Random(seed * 1_000_003 + step)
     return draw.randrange(k) if k and draw.random() < coarser_share else k
-
-
-def trainable_state(net: nn.Module, frozen: list[nn.Module]) -> dict[str, Tensor]:
-    """``net``'s state dict without the modules in ``frozen`` (the backbone, the head model)."""
-    skip = {name + "." for name, m in net.named_modules() if any(m is f for f in frozen) and name}
-    return {k: v for k, v in net.state_dict().items() if not any(k.startswith(s) for s in skip)}
 
 
 def _rng_state() -> dict:
@@ -108,26 +91,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def config_from_dict(data: dict, like: Config | None = None) -> Config:
-    """Rebuild a :class:`Config` from its ``asdict`` form (a run's config.json); unknown keys are an error."""
-
-    def build(node, values: dict, where: str):
-        if not isinstance(values, dict):
-            raise ValueError(f"{where}: expected a section, got {values!r}")
-        names = {f.name for f in dataclasses.fields(node)}
-        for key, value in values.items():
-            if key not in names:
-                raise ValueError(f"{where} has no field {key!r}: the run's {CONFIG_FILE} was written by another omg_lite version")
-            old = getattr(node, key)
-            if dataclasses.is_dataclass(old):
-                build(old, value, f"{where}.{key}")
-            else:
-                setattr(node, key, tuple(value) if isinstance(old, tuple) else value)
-        return node
-
-    return validate(build(like or Config(), data, "config"))
-
-
 def target_image(batch: PairBatch, background: float) -> Tensor:  # -> [B, 3, H, W]
     """I_d = M_d * rgb_d + (1 - M_d) * background (``omg_lite.metrics.composite``)."""
     from omg_lite.metrics import composite
@@ -138,13 +101,13 @@ def target_image(batch: PairBatch, background: float) -> Tensor:  # -> [B, 3, H,
 class Trainer:
     """Builds everything from a config and trains into the run folder ``run``.
 
-    ``model``, ``encoder`` and ``head`` default to the ones the config describes (OMGModel on the
-    head model); tests pass small stand-ins. With ``resume`` the run continues from its newest
+    ``model`` and ``encoder`` default to the ones the config describes (``AvatarModel.from_config``);
+    tests pass small stand-ins. With ``resume`` the run continues from its newest
     checkpoint.
     """
 
     def __init__(self, cfg: Config, run: str | Path, resume: bool = False, preset_name: str = "", model: nn.Module | None = None,
-                 encoder: DinoEncoder | None = None, head: nn.Module | None = None, progress: bool = True):
+                 encoder: DinoEncoder | None = None, progress: bool = True):
         self.cfg, self.run, self.progress, self.preset = cfg, Path(run), progress, preset_name
         t = cfg.train
         self.dist = ddp.setup(t.device)
@@ -154,18 +117,8 @@ class Trainer:
         np.random.seed(t.seed)
         random.seed(t.seed)
         self.data = self._dataset()
-        self.encoder = (encoder or _build_encoder(cfg)).to(self.dist.device)
-        frozen: list[nn.Module] = [self.encoder.backbone]
-        if model is None:
-            from omg_lite.head import load_head_model
-            from omg_lite.model import OMGModel
-
-            head = head or load_head_model(flame_path=cfg.head.flame_path, n_shape=cfg.head.n_shape, n_expr=cfg.head.n_expr)
-            model = OMGModel(cfg.model, head)
-        if head is not None:
-            frozen.append(head)
-        self.net = Net(self.encoder, model).to(self.dist.device)
-        self.frozen = frozen
+        self.net = AvatarModel.from_config(cfg, preset_name, f"training run {self.run}", encoder, model).to(self.dist.device)
+        self.encoder = self.net.encoder
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("nothing to train: the model and the encoder's dense head have no trainable parameters")
@@ -242,7 +195,7 @@ class Trainer:
         if trained_on != self.encoder.identity_key:
             raise ValueError(f"checkpoint {path} was trained on the backbone {trained_on!r} but this run now has {self.encoder.identity_key!r} "
                              "(encoder.weights resolved differently on this machine): set encoder.weights to the run's weights to resume it")
-        own = trainable_state(self.net, self.frozen)
+        own = self.net.trainable_state()
         check_fits(path, tensors, own)
         self.net.load_state_dict(tensors, strict=False)
         state = load_state(path.with_name(path.name.replace(".safetensors", ".state.pt")))
@@ -380,7 +333,7 @@ class Trainer:
         """Write a checkpoint of the current step (main process only); refuses non-finite weights."""
         if not self.dist.main:
             return None
-        weights = trainable_state(self.net, self.frozen)
+        weights = self.net.trainable_state()
         bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise NonFiniteLoss(f"weights {bad[:3]} are not finite at step {self.step}; not saved: the last good checkpoint is {self.checkpoint}")
@@ -413,12 +366,6 @@ class Trainer:
             rows = [batch.source_rgb[:n], target_image(batch, self.cfg.model.background)[:n], out.coarse[:n], refined[:n]]
             grid = make_grid(torch.cat([r.detach().float().clamp(0, 1).cpu() for r in rows]), nrow=n)
             writer.add_image("samples (rows: source, driver, coarse, refined)", grid, s)
-
-
-def _build_encoder(cfg: Config) -> DinoEncoder:
-    from omg_lite.features import build_encoder
-
-    return build_encoder(cfg.encoder)
 
 
 def run_config(run: str | Path) -> tuple[str, Config]:
