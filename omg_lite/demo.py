@@ -37,16 +37,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omg_lite import samples
 from omg_lite.avatar import Avatar, to_uint8
 from omg_lite.drivers import MAX_FRAMES, load_driver
-from omg_lite.network import DATA_SAMPLES, AvatarModel
+from omg_lite.network import AvatarModel
 from omg_lite.device import sync
 from omg_lite.io import check_output_file, check_output_folder, output_folder
 
 log = logging.getLogger(__name__)
 
-SAMPLE_PORTRAIT = DATA_SAMPLES / "synth_256" / "id000" / "rgb" / "0000.png"
-SAMPLE_DRIVER = DATA_SAMPLES / "driver" / "params.npz"
+SAMPLE_PORTRAIT, SAMPLE_DRIVER = samples.PORTRAIT, samples.DRIVER
 LABEL_BAND = 16  # pixels of caption above each panel
 DEMO_MAX_FRAMES = 250  # 10 s at 25 fps keeps the demo within its two minutes
 FIT_STEPS = 60  # the demo's default personalisation (omg-lite demo --fit 0 shows the feed-forward avatar alone)

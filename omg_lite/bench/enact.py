@@ -28,19 +28,11 @@ from dataclasses import dataclass
 import torch
 
 from omg_lite.bench import Bench, sync
+from omg_lite.samples import synthetic_avatar
 
 PAPER_A100_FPS = {0: 152.57, 1: 148.04, 2: 85.94}  # paper preset, 512x512
 TARGET_FPS = {0: 30.0, 1: 20.0, 2: 12.0}  # this 2-core CPU, lite refiner, 256x256 (issue 15)
 TARGET_RECONSTRUCTION_S = 1.0
-
-
-def sample_avatar(net, data: str | None = None):
-    """The benchmark's avatar: frame 0 of the first clip of a synth set, at the model's training size."""
-    from omg_lite.avatar import DATA_SAMPLES, Avatar
-    from omg_lite.evaluate import clip_folders, read_clip
-
-    clip = read_clip(clip_folders(DATA_SAMPLES / "synth_256" if data is None else data)[0], net.image_size, max_frames=2)
-    return Avatar.from_frame(clip.rgb[0], clip.params[0:1], clip.camera[0:1], clip.mask[0, 0], net=net)
 
 
 @dataclass
@@ -79,7 +71,7 @@ class EnactBench(Bench):
         else:
             net = AvatarModel.load(self.checkpoint, device=self.device)
         dev = net.device
-        avatar = sample_avatar(net)  # the first reconstruction is the warm-up
+        avatar = synthetic_avatar(net)  # the first reconstruction is the warm-up
         laps = [Avatar.reconstruct(net, avatar.source, avatar.gaussians.lod).seconds for _ in range(self.repeat)]
         median = lambda key: sorted(x[key] for x in laps)[len(laps) // 2]  # noqa: E731
         rows = [{"stage": "reconstruct", "size": self.size, "device": str(dev), "threads": torch.get_num_threads(), "load_avg": round(os.getloadavg()[0], 1),

@@ -135,12 +135,13 @@ def enact_fps(preset: str, lod: int, size: int, device: str, frames: int = 5) ->
     """Frames per second of position update + splatting + refiner of the preset's untrained model (bench enact's protocol)."""
     from omg_lite.drivers import retarget, synthetic_path
     from omg_lite.network import AvatarModel
-    from omg_lite.bench.enact import EnactBench, sample_avatar
+    from omg_lite.bench.enact import EnactBench
+    from omg_lite.samples import synthetic_avatar
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = AvatarModel.untrained(preset, device)
-        avatar = sample_avatar(net)
+        avatar = synthetic_avatar(net)
     head = net.head
     params = retarget(head, avatar.source.params, synthetic_path(frames + 1, head.n_shape, head.n_expr).to(net.device), "neck")
     fps, _ = EnactBench(frames=frames, warmup=1)._fps(avatar, params, avatar.camera(size), lod)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from omg_lite.viz.pointcloud import features_to_rgb, lod_point_clouds
+from omg_lite.viz.pointcloud import density_patches, features_to_rgb
 from omg_lite.viz.splat import show_images
 
 
@@ -58,22 +58,30 @@ def fps_figure(rows: list[dict]) -> plt.Figure:
     return fig
 
 
-def gaussian_clouds(avatar, params=None, max_points: int | None = 20000):
-    """The Gaussian means of every kept level (head posed by ``params``, default the source, plus
-    the shoulders) in plotly, coloured by their RGB features."""
+def gaussian_density(avatar, params=None, half: float = 0.015) -> plt.Figure:
+    """Every Gaussian mean of each level inside the same two patches of the source view (a cheek and
+    a shoulder, 2 half x 2 half metres): the true density per level, head and shoulders apart."""
     params = avatar.source.params if params is None else params[0:1]
+    cam = avatar.camera()
     s = avatar.gaussians.shoulders
-    points, colours, titles = [], [], []
+    clouds, colours = {}, {}
     for k in avatar.levels:
-        p = [avatar.positions(params, k)[0]]
-        f = [avatar.gaussians.levels[k].features[0]]
+        p, f = [avatar.positions(params, k)[0]], [avatar.gaussians.levels[k].features[0]]
         if s is not None:
             p.append(s.means[0][s.valid[0]])
             f.append(s.attributes.features[0][s.valid[0]])
-        points.append(torch.cat(p).cpu())
-        colours.append(features_to_rgb(torch.cat(f)[:, :3].cpu()))
-        titles.append(f"LOD {k}: {len(points[-1]):,} Gaussians")
-    return lod_point_clouds(points, colours, titles, max_points=max_points)
+        clouds[f"LOD {k}"] = torch.cat(p).cpu()
+        colours[f"LOD {k}"] = features_to_rgb(torch.cat(f)[:, :3].cpu())
+    head = avatar.positions(params, 0)[0].cpu()  # [V_0, 3]
+    z = cam.world_to_camera(head[None])[0]  # camera space: the nearest point is the nose tip
+    nose = z[z[:, 2].argmin()]
+    cheek = head[(z - (nose + torch.tensor([0.02, 0.01, 0.0]))).norm(dim=1).argmin()]  # 2 cm beside the nose tip, 1 cm below
+    centres = {"cheek": cheek}
+    if s is not None and bool(s.valid.any()):
+        torso = s.means[0][s.valid[0] & ~(s.attached[0] if s.attached is not None else torch.zeros_like(s.valid[0]))]
+        if len(torso):
+            centres["shoulder"] = torso[(torso - torso.median(0).values).norm(dim=1).argmin()].cpu()
+    return density_patches(clouds, cam, centres, half, colours=colours)
 
 
 @contextmanager

@@ -100,3 +100,32 @@ def projection_overlay(
     ax.set_title(title)
     ax.set_axis_off()
     return ax
+
+
+def density_patches(
+    clouds: dict[str, Tensor],  # name -> [N, 3] world points (every one: no subsampling)
+    camera,  # Camera, batch 1: the patches are squares of its image plane
+    centres: dict[str, Tensor],  # patch name -> [3] world point at its centre
+    half: float = 0.015,  # half side of a patch, world units (metres)
+    depth: float = 0.03,  # front surface only: points at most this far behind the patch centre
+    colours: dict[str, np.ndarray] | None = None,  # name -> [N, 3] in [0, 1]
+) -> plt.Figure:
+    """True density per level: every point of each cloud inside the same square patches (rows), seen by
+    the camera, front surface only (within ``depth`` behind the patch centre), with the count in each title."""
+    cam = {n: _np(camera.world_to_camera(p[None].float())[0]) for n, p in clouds.items()}
+    fig, axes = plt.subplots(len(centres), len(clouds), figsize=(2.6 * len(clouds), 2.6 * len(centres)), squeeze=False)
+    for i, (patch, c) in enumerate(centres.items()):
+        cx, cy, cz = _np(camera.world_to_camera(c.reshape(1, 1, 3).float())[0, 0])
+        for j, (name, p) in enumerate(cam.items()):
+            inside = (np.abs(p[:, 0] - cx) < half) & (np.abs(p[:, 1] - cy) < half) & (p[:, 2] < cz + depth)
+            ax = axes[i, j]
+            col = None if colours is None else colours[name][inside]
+            ax.scatter((p[inside, 0] - cx) * 1e3, (p[inside, 1] - cy) * 1e3, s=4, c=col, linewidths=0)
+            ax.set_xlim(-half * 1e3, half * 1e3)
+            ax.set_ylim(half * 1e3, -half * 1e3)  # image v down
+            ax.set_aspect("equal")
+            ax.set_title(f"{name}, {patch}: {int(inside.sum()):,}", fontsize=9)
+            ax.tick_params(labelsize=7)
+        axes[i, 0].set_ylabel("mm")
+    fig.tight_layout()
+    return fig

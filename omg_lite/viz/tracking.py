@@ -93,26 +93,46 @@ def fit_overlay_figure(image: np.ndarray, overlay: np.ndarray, detected: np.ndar
 
 def head_sliders(head, height: int = 480):
     """ipywidgets sliders for one identity coefficient beta_i, one expression coefficient psi_j and
-    the jaw opening, redrawing the head's plotly mesh (``viz.mesh.head_mesh_figure``) on change."""
+    the jaw opening, moving the head's plotly mesh (``viz.mesh.head_mesh_figure``) in place.
+
+    One ``go.FigureWidget`` is built once and its vertices updated on every change (no ``.show()``
+    inside ``widgets.interactive``: under ``jupyter nbconvert --execute`` that output race stalled
+    the kernel for minutes)."""
     import ipywidgets as widgets
+    import plotly.graph_objects as go
 
     from omg_lite.viz.mesh import head_mesh_figure
 
-    def draw(shape_i: int, beta_i: float, expr_j: int, psi_j: float, jaw: float) -> None:
-        p = head.zeros(1)
-        p.shape[0, shape_i] = beta_i
-        p.expression[0, expr_j] = psi_j
-        p.pose[0, 6] = jaw
-        with torch.no_grad():
-            o = head(p)
-        name = f"{head.shape_names[shape_i]} = {beta_i:+.1f}, {head.expression_names[expr_j]} = {psi_j:+.1f}, jaw = {jaw:.2f} rad"
-        head_mesh_figure(o.vertices[0], head.faces, landmarks=o.landmarks[0], title=name, height=height).show()
-
-    return widgets.interactive(
-        draw,
+    controls = dict(
         shape_i=widgets.Dropdown(options=[(n, i) for i, n in enumerate(head.shape_names)], value=0, description="shape"),
         beta_i=widgets.FloatSlider(value=0.0, min=-3, max=3, step=0.25, description="beta_i", continuous_update=False),
         expr_j=widgets.Dropdown(options=[(n, j) for j, n in enumerate(head.expression_names)], value=0, description="expression"),
         psi_j=widgets.FloatSlider(value=0.0, min=-3, max=3, step=0.25, description="psi_j", continuous_update=False),
         jaw=widgets.FloatSlider(value=0.0, min=0.0, max=0.4, step=0.02, description="jaw (rad)", continuous_update=False),
     )
+
+    def posed() -> tuple[Tensor, Tensor, str]:  # vertices [V, 3], landmarks [K, 3], title
+        c = {k: w.value for k, w in controls.items()}
+        p = head.zeros(1)
+        p.shape[0, c["shape_i"]] = c["beta_i"]
+        p.expression[0, c["expr_j"]] = c["psi_j"]
+        p.pose[0, 6] = c["jaw"]
+        with torch.no_grad():
+            o = head(p)
+        name = (f"{head.shape_names[c['shape_i']]} = {c['beta_i']:+.1f}, {head.expression_names[c['expr_j']]} = {c['psi_j']:+.1f}, "
+                f"jaw = {c['jaw']:.2f} rad")
+        return o.vertices[0], o.landmarks[0], name
+
+    v, lm, name = posed()
+    fig = go.FigureWidget(head_mesh_figure(v, head.faces, landmarks=lm, title=name, height=height))
+
+    def redraw(_=None) -> None:
+        v, lm, name = posed()
+        with fig.batch_update():
+            for trace, pts in zip(fig.data, (v, lm)):
+                trace.x, trace.y, trace.z = (pts[:, i].numpy().astype(float) for i in range(3))
+            fig.layout.title = name
+
+    for w in controls.values():
+        w.observe(redraw, names="value")
+    return widgets.VBox([widgets.HBox(list(controls.values())[:3]), widgets.HBox(list(controls.values())[3:]), fig])
