@@ -54,14 +54,18 @@ def trunk_cached(net: str) -> bool:
     return (Path(torch.hub.get_dir()) / "checkpoints" / name).is_file()
 
 
+_WARNED: set[str] = set()  # trunks whose random stand-in was announced: once per process, not per caller
+
+
 def build_lpips(net: str = "alex") -> tuple[nn.Module, str]:
-    """A frozen ``lpips.LPIPS`` (real trunk when cached, else random with a warning) and its label."""
+    """A frozen ``lpips.LPIPS`` (real trunk when cached, else random with a warning, once per process) and its label."""
     import lpips
 
     if net not in LPIPS_NETS:
         raise ValueError(f"unknown LPIPS trunk {net!r}; choose one of {LPIPS_NETS}")
     real = trunk_cached(net)
-    if not real:
+    if not real and net not in _WARNED:
+        _WARNED.add(net)
         warnings.warn(
             f"LPIPS: torchvision's ImageNet weights for the {net!r} trunk are not in the torch hub cache "
             f"({torch.hub.get_dir()}/checkpoints) and cannot be downloaded here: using a RANDOM trunk. "
