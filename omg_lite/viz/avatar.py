@@ -166,10 +166,28 @@ def variant_gallery(images: dict[str, Tensor], truth: Tensor | None = None) -> p
     return show_images([x for _, x in items], [n for n, _ in items], size=2.4)
 
 
-def metric_images(source: Tensor, truth: Tensor, coarse: Tensor, refined: Tensor, scores: dict[str, dict]) -> plt.Figure:
-    """Source, truth, coarse and refined renders with their PSNR / SSIM / LPIPS in the titles."""
-    fmt = lambda s: f"PSNR {s['psnr']:.1f}  SSIM {s['ssim']:.2f}\nLPIPS {s['lpips']:.3f}"  # noqa: E731
-    fig = show_images([source, truth, coarse, refined],
-                      ["source (unchanged)\n" + fmt(scores["source"]), "truth I_d", "coarse I_c\n" + fmt(scores["coarse"]),
-                       "refined I_r\n" + fmt(scores["full"])], size=2.6)
+def metric_images(truth: Tensor, images: dict[str, Tensor], scores: dict[str, dict], face: Tensor) -> plt.Figure:
+    """Top: the truth I_d and each image with its whole-image and face-region scores. Bottom: the face
+    region A and each image's per-pixel error |I - I_d| (channel mean), one colour scale from 0 for all,
+    with A's outline, so that where an image is wrong shows, not only how much."""
+    truth, face = truth.detach().cpu(), face.detach().cpu()[0]  # [3, H, W], [H, W]
+    fmt = lambda s: (f"whole: PSNR {s['psnr']:.1f} SSIM {s['ssim']:.2f} LPIPS {s['lpips']:.3f}\n"  # noqa: E731
+                     f"face:  PSNR {s['face_psnr']:.1f} SSIM {s['face_ssim']:.2f} LPIPS {s['face_lpips']:.3f}")
+    errors = {n: (x.detach().cpu().clamp(0, 1) - truth).abs().mean(0) for n, x in images.items()}  # [H, W]
+    top = max(float(e.max()) for e in errors.values())
+    n = len(images) + 1
+    fig, axes = plt.subplots(2, n, figsize=(3.1 * n, 6.6))
+    axes[0, 0].imshow(truth.permute(1, 2, 0).numpy())
+    axes[0, 0].set_title("truth I_d", fontsize=8)
+    axes[1, 0].imshow(face.numpy(), cmap="gray")
+    axes[1, 0].set_title(f"face region A ({int(face.sum())} px)", fontsize=8)
+    for j, (name, x) in enumerate(images.items(), start=1):
+        axes[0, j].imshow(x.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
+        axes[0, j].set_title(f"{name}\n{fmt(scores[name])}", fontsize=7, loc="left")
+        im = axes[1, j].imshow(errors[name].numpy(), cmap="magma", vmin=0, vmax=top)
+        axes[1, j].contour(face.numpy(), levels=[0.5], colors="cyan", linewidths=0.6)
+        axes[1, j].set_title(f"|I - I_d|, mean in A {float(errors[name][face > 0.5].mean()):.3f}", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, label="|I - I_d| (0-1 per channel, mean of RGB)")
     return fig
