@@ -234,3 +234,11 @@ def test_bench_enact_rows(run, avatar):
     for k, r in enumerate(rows[1:]):
         assert r["head"] == avatar.counts(k)["head"] and r["fps"] > 0
         assert {"ms_positions", "ms_splat", "ms_refiner", "gaussians"} <= r.keys()
+        assert r["refiner"] == "float32"
+
+
+def test_bench_enact_low_precision_is_opt_in_and_labelled(run):
+    from omg_lite.bench.enact import EnactBench
+
+    rows = EnactBench(size=32, checkpoint=str(run), frames=1, warmup=0, repeat=1, device="cpu", low_precision=True).run()
+    assert all(r["refiner"] == "bfloat16" for r in rows[1:])

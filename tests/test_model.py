@@ -619,3 +619,43 @@ def test_refiner_layout_tricks_compute_the_plain_nchw_unet(size):
     torch.testing.assert_close(got_in, exp_in, rtol=1e-4, atol=1e-5 * exp_in.abs().max().item())
     for a, b in zip(got_w, exp_w):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+
+@pytest.mark.parametrize("fused", [True, False])  # oneDNN's fused conv + GELU, and the fallback without it
+def test_refiner_rendering_path_computes_the_plain_nchw_unet(fused, monkeypatch):
+    from omg_lite.model import refiner as refiner_module
+
+    if fused and not refiner_module.FUSED_CONV_GELU:
+        pytest.skip("this torch build has no oneDNN fused convolution (the fallback case below still runs)")
+    monkeypatch.setattr(refiner_module, "FUSED_CONV_GELU", fused)
+    torch.manual_seed(0)
+    ref = refiner_module.Refiner(channels=6, width=8, depth=2)
+    for p in ref.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    F_r = torch.randn(2, 6, 30, 37)
+    with torch.no_grad():
+        out = ref(F_r)
+        expect = _refiner_nchw(ref, F_r)
+    assert out.dtype == torch.float32 and out.is_contiguous()
+    torch.testing.assert_close(out, expect, rtol=1e-4, atol=1e-5 * expect.abs().max().item())
+
+
+def test_refiner_low_precision_is_opt_in_for_rendering_only():
+    from omg_lite.model.refiner import Refiner
+
+    torch.manual_seed(0)
+    ref = Refiner(channels=6, width=8, depth=2)
+    for p in ref.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    F_r = torch.randn(1, 6, 32, 32)
+    with torch.no_grad():
+        expect = _refiner_nchw(ref, F_r)
+        assert torch.equal(ref(F_r), ref(F_r)) and not ref.low_precision  # float32 unless asked
+        ref.low_precision = True
+        low = ref(F_r)
+    assert low.dtype == torch.float32
+    err = (low - expect).abs().max().item()
+    assert 0 < err < 0.02 * expect.abs().max().item()  # bfloat16 (8-bit mantissa) moved it, a little
+    F_g = F_r.clone().requires_grad_(True)
+    out = ref(F_g)  # with autograd (training) it stays float32 despite the setting
+    torch.testing.assert_close(out, _refiner_nchw(ref, F_g), rtol=1e-4, atol=1e-5 * expect.abs().max().item())

@@ -133,22 +133,6 @@ def bin_tiles(means2d, radii, order, width, height):
     return tile_offsets, ids, g_offsets, slots
 
 
-@nb.njit(cache=True, fastmath=True)
-def _axpy(w, x, y):
-    """y += w x over the channels (fastmath: SIMD)."""
-    for k in range(len(y)):
-        y[k] += w * x[k]
-
-
-@nb.njit(cache=True, fastmath=True)
-def _dot(x, y):
-    """x . y over the channels (fastmath lets the sum reassociate: SIMD)."""
-    total = np.float32(0.0)
-    for k in range(len(x)):
-        total += x[k] * y[k]
-    return total
-
-
 @nb.njit(cache=True)
 def _rows(v, ry, y0, y1):
     """Pixel rows [lo, hi) whose centres may lie within ry of v."""
@@ -346,8 +330,11 @@ def blend_backward(gauss, colors, depths, radii, background, tile_offsets, ids, 
                     inv = 1.0 / (1.0 - alpha)
                     T_i = T[p] * inv
                     w = alpha * T_i
-                    cg = _dot(colors[b, g], gl[p])
-                    _axpy(np.float32(w), gl[p], d_colour)
+                    cg = np.float32(0.0)  # c_i . g, and dL/dc_i += w g (one pass over the channels, no array views)
+                    w32 = np.float32(w)
+                    for k in range(C):
+                        cg += colors[b, g, k] * gl[p, k]
+                        d_colour[k] += w32 * gl[p, k]
                     cg_all = cg + z * g_acc_z[p]
                     dz += w * g_acc_z[p]
                     d_alpha = T_i * cg_all - (S[p] + tail[p]) * inv
@@ -356,11 +343,12 @@ def blend_backward(gauss, colors, depths, radii, background, tile_offsets, ids, 
                     if o * vis <= ALPHA_MAX32:
                         do += d_alpha * vis
                         d_sigma = -d_alpha * alpha
-                        du += d_sigma * (ca * dx + cb * dy)
-                        dv += d_sigma * (cc * dy + cb * dx)
-                        da += d_sigma * 0.5 * dx * dx
-                        db += d_sigma * dx * dy
-                        dc += d_sigma * 0.5 * dy * dy
+                        ex, ey = np.float64(dx), np.float64(dy)
+                        du += d_sigma * (ca * ex + cb * ey)
+                        dv += d_sigma * (cc * ey + cb * ex)
+                        da += d_sigma * 0.5 * ex * ex
+                        db += d_sigma * ex * ey
+                        dc += d_sigma * 0.5 * ey * ey
             r = slots[e]
             rows[r, 0], rows[r, 1], rows[r, 2], rows[r, 3] = du, dv, da, db
             rows[r, 4], rows[r, 5], rows[r, 6] = dc, do, dz
