@@ -129,9 +129,11 @@ def live_avatar(avatar, expression_components: int = 4, size: int | None = None)
     base = avatar.source.params
     E = min(expression_components, base.expression.shape[1])
     lod = w.IntSlider(value=avatar.lod, min=min(avatar.levels), max=max(avatar.levels), description="LOD")
-    jaw = w.FloatSlider(value=float(base.pose[0, 6]), min=0.0, max=0.35, step=0.01, description="jaw")
+    j0 = float(base.pose[0, 6])  # the tracked jaw: the range always holds it, so the first render is the tracked one
+    jaw = w.FloatSlider(value=j0, min=min(0.0, j0), max=max(0.35, j0), step=0.01, description="jaw")
     yaw = w.FloatSlider(value=0.0, min=-30.0, max=30.0, step=1.0, description="yaw (deg)")
-    expr = [w.FloatSlider(value=float(base.expression[0, e]), min=-2.0, max=2.0, step=0.05, description=f"psi_{e}") for e in range(E)]
+    expr = [w.FloatSlider(value=float(base.expression[0, e]), min=min(-2.0, float(base.expression[0, e])),
+                          max=max(2.0, float(base.expression[0, e])), step=0.05, description=f"psi_{e}") for e in range(E)]
     view, caption = w.Image(format="png"), w.Label()
 
     def redraw(_=None) -> None:

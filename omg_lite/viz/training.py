@@ -155,14 +155,15 @@ def refiner_figure(
     size: float = 3.0,
     title: str = "",
 ) -> Figure:
-    """Target, I_c, I_r and what the refiner adds, |I_r - I_c| (summed over RGB, own colour scale)."""
+    """Target, I_c, I_r and what the refiner adds, |I_r - I_c| (summed over RGB), on a colour scale from 0
+    so that a nearly constant offset shows as a flat colour (with its spread in the title), not as structure."""
     diff = (refined - coarse).detach().float().abs().sum(0).cpu().numpy()  # [H, W]
     fig, axes = plt.subplots(1, 4, figsize=(size * 4.3, size))
     for ax, img, name in zip(axes, (target, coarse, refined), ("target I_d", "coarse I_c = F_r[:3]", "refined I_r = I_c + R(F_r)")):
         ax.imshow(to_rgb(img))
         ax.set_title(name)
-    im = axes[3].imshow(diff, cmap="magma")
-    axes[3].set_title(f"|I_r - I_c| (max {diff.max():.3g})")
+    im = axes[3].imshow(diff, cmap="magma", vmin=0, vmax=max(float(diff.max()), 1e-6))
+    axes[3].set_title(f"|I_r - I_c|: {diff.min():.3g} to {diff.max():.3g}")
     fig.colorbar(im, ax=axes[3], fraction=0.046, pad=0.04)
     return finish(fig, axes, title)
 

@@ -146,20 +146,24 @@ def yaw_explorer(
     step: int = 5,
     initial: int = 30,
 ):
-    """A slider over the head's yaw: the z-buffer and the visible / occluded vertices on it."""
+    """A slider over the head's yaw: the z-buffer, then the visible and the occluded vertices in two
+    panels of their own (drawn together, the interleaved red and green points are hard to read).
+    Returns the ``widgets.interactive`` (a widget, so nothing else is printed)."""
     import ipywidgets as widgets
 
     def draw(yaw: float) -> None:
         depth, uv, M = compute(float(yaw))
-        fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+        fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
         depth_panel(depth, axes[0], f"z-buffer, yaw {yaw:+.0f} deg")
         shade = np.where(_np(depth)[..., None] > 0, 0.85, 1.0) * np.ones((*depth.shape, 3))
         M = _np(M).astype(bool)
-        visibility_overlay(shade, uv, M, axes[1], f"visible {M.mean():.0%} of the vertices")
+        visibility_overlay(shade, uv, M, axes[1], f"visible (M = 1): {M.mean():.0%} of the vertices", show="visible")
+        visibility_overlay(shade, uv, M, axes[2], f"occluded (M = 0): {(~M).mean():.0%}", show="occluded")
         plt.show()
 
-    slider = widgets.IntSlider(value=initial, min=yaw_range[0], max=yaw_range[1], step=step, description="yaw (deg)")
-    return widgets.interact(draw, yaw=slider)
+    slider = widgets.IntSlider(value=initial, min=yaw_range[0], max=yaw_range[1], step=step, description="yaw (deg)",
+                               continuous_update=False)
+    return widgets.interactive(draw, yaw=slider)
 
 
 def mask_panels(panels: dict[str, Tensor | np.ndarray], size: float = 2.6) -> Figure:
