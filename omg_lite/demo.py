@@ -39,6 +39,7 @@ import torch
 
 from omg_lite import samples
 from omg_lite.avatar import Avatar, to_uint8
+from omg_lite.clips import resize_image
 from omg_lite.drivers import MAX_FRAMES, load_driver
 from omg_lite.network import AvatarModel
 from omg_lite.device import sync
@@ -112,12 +113,6 @@ def animate_timed(avatar: Avatar, params, lod: int, size: int, bar=None, warmup:
     return np.concatenate(frames), times
 
 
-def _resized(image: torch.Tensor, size: int) -> torch.Tensor:  # [1, 3, H, W] -> [1, 3, size, size]
-    if image.shape[-1] == size:
-        return image
-    return torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
-
-
 def check_out(out: Path, overwrite: bool) -> None:
     """Refuse an --out that is a file, or a non-empty folder without --overwrite (or not a demo output)."""
     check_output_folder(Path(out), overwrite, MARKER, "an omg-lite demo output")
@@ -147,7 +142,7 @@ def run_demo(image: str | Path | None = None, driver: str | Path | None = None, 
     params = avatar.driving_params(d, max_frames)
     size = size or avatar.size
     levels = avatar.levels
-    panels = [np.repeat(to_uint8(_resized(avatar.source.image, size)), len(d), axis=0)]
+    panels = [np.repeat(to_uint8(resize_image(avatar.source.image, size)), len(d), axis=0)]
     captions = ["source"]
     per_lod = []
     with tqdm(total=len(d) * (len(levels) + (ff is not None)), unit="frame", desc="animate", disable=not progress) as bar:

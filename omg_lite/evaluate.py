@@ -1,7 +1,7 @@
 """``omg-lite eval``: self- and cross-reenactment metrics (paper Sec. 4, Tables 1 and 3).
 
 Data: clips in the layout ``omg-lite synth`` / ``omg-lite track`` write (CLIP/params.npz,
-CLIP/rgb/NNNN.png, CLIP/mask/NNNN.png; see ``omg_lite.train.data``), read at the model's training
+CLIP/rgb/NNNN.png, CLIP/mask/NNNN.png; see ``omg_lite.clips``), read at the model's training
 size (frames resized, intrinsics scaled, as in training). Frames marked ``valid = 0`` are skipped.
 
 Settings:
@@ -52,68 +52,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from omg_lite.avatar import Avatar, to_uint8
+from omg_lite.clips import ClipFrames, clip_folders, read_clip
 from omg_lite.drivers import retarget, track_config
-from omg_lite.geometry.camera import resize_camera
-from omg_lite.network import AvatarModel
-from omg_lite.geometry.camera import Camera
-from omg_lite.head.params import HeadParams, load_clip
+from omg_lite.head.params import HeadParams
 from omg_lite.identity import IdentityMetric
 from omg_lite.metrics import FACE_REGION, ImageMetrics, Lpips, akd, composite, face_region, psnr, ssim  # noqa: F401 - psnr, ssim, Lpips: the public names notebooks import from here
-from omg_lite.train.data import clip_folders
+from omg_lite.network import AvatarModel
 
 METHODS = {"source": "source image (unchanged)", "coarse": "coarse render I_c (no refiner)", "full": "full model I_r",
            "coarse+fit": "I_c of the personalised avatar", "full+fit": "I_r of the personalised avatar"}
-
-
-# ------------------------------------------------------------------------------------ data
-
-
-@dataclass
-class EvalClip:
-    """One clip's valid frames at the evaluation size."""
-
-    name: str
-    rgb: Tensor  # [M, 3, S, S] in [0, 1]
-    mask: Tensor  # [M, 1, S, S] portrait masks {0, 1}
-    params: HeadParams  # [M]
-    camera: Camera  # [M] at S x S
-    true_landmarks: np.ndarray | None  # [M, 68, 2] pixels at S (synthetic clips), else None
-
-    def __len__(self) -> int:
-        return self.rgb.shape[0]
-
-
-def _png(path: Path, size: int, mode: str) -> Tensor:  # -> [C, size, size] float in [0, 1]
-    from PIL import Image
-
-    if not path.is_file():
-        raise FileNotFoundError(f"missing frame file {path}; the clip is incomplete")
-    with Image.open(path) as im:
-        x = torch.from_numpy(np.asarray(im.convert(mode)).copy()).float() / 255
-    x = x.permute(2, 0, 1) if x.ndim == 3 else x[None]
-    if x.shape[-1] != size:
-        x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
-    return x
-
-
-def read_clip(folder: Path, size: int, max_frames: int | None = None) -> EvalClip:
-    """A clip's valid frames, resized to ``size`` (cameras and landmarks scaled with them)."""
-    params, camera, extra = load_clip(folder / "params.npz")
-    keep = [j for j in range(params.batch) if extra["valid"][j]][: max_frames or None]
-    if len(keep) < 2:
-        raise ValueError(f"clip {folder} has {len(keep)} valid frame(s); reenactment needs a source and a driver")
-    if camera.width != camera.height:
-        raise ValueError(f"clip {folder}: frames are {camera.width}x{camera.height}; evaluation reads square portrait crops")
-    rgb = torch.stack([_png(folder / "rgb" / f"{j:04d}.png", size, "RGB") for j in keep])
-    mask = (torch.stack([_png(folder / "mask" / f"{j:04d}.png", size, "L") for j in keep]) > 0.5).float()
-    scale = size / camera.width
-    lm = extra.get("landmarks2d")
-    true = None if lm is None or not np.isfinite(lm[keep]).all() or "crop" in extra else lm[keep] * scale
-    return EvalClip(folder.name, rgb, mask, params[keep], resize_camera(camera[keep], size), true)
 
 
 # ------------------------------------------------------------------------------------ motion metrics
@@ -155,7 +105,7 @@ class MotionMetrics:
         targets = FitTargets(torch.as_tensor(np.nan_to_num(lm), dtype=torch.float32), size, size, valid=torch.as_tensor(found))
         return self.fitter.fit(targets).params
 
-    def driver(self, clip: EvalClip) -> tuple[np.ndarray, HeadParams]:
+    def driver(self, clip: ClipFrames) -> tuple[np.ndarray, HeadParams]:
         """Landmarks [M, 68, 2] and fitted parameters [M] of a clip's real frames (true landmarks where none is found)."""
         lm, found = self.landmarks(clip.rgb)
         self.stats["driver_frames"] += len(found)

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as Fn
 
 from omg_lite.bench import Bench
 
@@ -56,8 +55,10 @@ def _mask(root: Path, clip: str, j: int, size: int, kind: str = "hair_mask"):  #
     import numpy as np
     from PIL import Image
 
-    m = torch.from_numpy(np.asarray(Image.open(root / clip / kind / f"{j:04d}.png")) > 127).float()[None, None]
-    return Fn.interpolate(m, size=(size, size), mode="area")[0, 0] > 0.5
+    from omg_lite.clips import resize_mask
+
+    m = torch.from_numpy(np.asarray(Image.open(root / clip / kind / f"{j:04d}.png")) > 127)[None, None]
+    return resize_mask(m, size)[0, 0] > 0
 
 
 def _source_split(gs, camera, hair, torso) -> tuple[list[int], list[int]]:

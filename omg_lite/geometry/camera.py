@@ -118,11 +118,8 @@ class Camera:
 
 
 def resize_camera(camera: Camera, size: int) -> Camera:
-    """The same view at size x size pixels: K' = diag(s, s, 1) K with s = size / width (square images)."""
-    if camera.width != camera.height:
-        raise ValueError(f"resize_camera needs a square camera, got {camera.width}x{camera.height}")
-    if size == camera.width:
+    """The same view at size x size pixels: pixels scale with the image, K' = diag(size / W, size / H, 1) K."""
+    if (camera.width, camera.height) == (size, size):
         return camera
-    s = size / camera.width
-    S = torch.diag(torch.tensor([s, s, 1.0], dtype=camera.K.dtype, device=camera.device))
+    S = torch.diag(torch.tensor([size / camera.width, size / camera.height, 1.0], dtype=camera.K.dtype, device=camera.device))
     return Camera(S @ camera.K, camera.R, camera.t, size, size)

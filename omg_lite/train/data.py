@@ -5,18 +5,8 @@ the output to the driving frame." A pair is two frames of ONE clip (one identity
 image I_s is encoded, the driver's head parameters (expression, pose) re-pose the avatar, and the
 target is the driver image I_d.
 
-Data layout (a "clip" is one identity's video; synthetic sets and tracked frames alike)::
-
-    ROOT/
-      meta.json            optional: an `omg-lite synth` set lists its clips here
-      CLIP/                one folder per clip (any name; sorted by name when there is no meta.json)
-        params.npz         per-frame head parameters + cameras (omg_lite.head.params format)
-        rgb/0000.png       frame 0, RGB, the size params.npz's image_size says
-        mask/0000.png      frame 0's portrait (foreground) mask, 0 / 255
-
-`omg-lite synth` writes exactly this; tracked VFHQ clips (`omg-lite track` per video, the crops
-saved as rgb/NNNN.png and the portrait masks as mask/NNNN.png beside the params.npz it writes)
-read the same way. Frames whose ``valid`` flag is 0 (tracking lost the face) are never used.
+Data: the clips under a folder, in the layout of ``omg_lite.clips`` (which reads every frame
+at the training size: one resize rule for frames, masks and intrinsics).
 
 Pairs: an epoch draws one pair per valid frame of the training clips, that frame as the driver
 and another valid frame of its clip as the source, chosen by ``numpy.random.default_rng((seed,
@@ -41,13 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from omg_lite.geometry.camera import Camera
 from omg_lite.head.params import HeadParams, load_clip
-from omg_lite.safe_load import folder_names
+from omg_lite.clips import INCOMPLETE, clip_folders, read_frame
 
 SPLITS = ("train", "heldout", "all")
 SOURCES = ("random", "first")
@@ -87,26 +75,6 @@ class PairBatch:
         )
 
 
-def clip_folders(root: Path, role: str = "data") -> list[Path]:
-    """The clips under ``root``: a synth set's meta.json order, else CLIP/params.npz by name, or
-    ``root`` itself when it is one clip. ``role`` names the folder in errors ("training data")."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"{role} folder {root} does not exist (make one with `omg-lite synth --out {root}`)")
-    meta = root / "meta.json"
-    if meta.is_file():
-        try:
-            names = json.loads(meta.read_text())["clips"]
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{meta} is not an omg-lite synth meta.json (no list of clips); fix or remove it") from None
-        return [root / n for n in folder_names(names, meta)]
-    if (root / "params.npz").is_file():
-        return [root]
-    clips = sorted(p.parent for p in root.glob("*/params.npz") if not p.parent.name.startswith("."))  # hidden: a writer's temporary folder
-    if not clips:
-        raise FileNotFoundError(f"no clips in {root}: expected CLIP/params.npz with CLIP/rgb/ and CLIP/mask/ beside it (see omg_lite.train.data)")
-    return clips
-
-
 def _read_clip(folder: Path) -> Clip:
     if not folder.is_dir():
         raise FileNotFoundError(f"clip folder {folder} is missing (listed in the data's meta.json)")
@@ -117,30 +85,9 @@ def _read_clip(folder: Path) -> Clip:
     for j in valid:  # every file must be there; sizes are checked on the first frame here, on each frame as it is read
         for kind in ("rgb", "mask"):
             if not (folder / kind / f"{j:04d}.png").is_file():
-                raise FileNotFoundError(f"missing frame file {folder / kind / f'{j:04d}.png'}; the clip is incomplete (re-run omg-lite synth / track for it)")
-    clip = Clip(folder.name, folder, params, camera, valid)
-    for kind in ("rgb", "mask"):
-        _read_png(clip, kind, valid[0])
-    return clip
-
-
-def _read_png(clip: Clip, kind: str, j: int) -> np.ndarray:
-    path = clip.folder / kind / f"{j:04d}.png"
-    if not path.is_file():
-        raise FileNotFoundError(f"missing frame file {path}; the clip is incomplete (re-run omg-lite synth / track for it)")
-    with Image.open(path) as im:
-        want = (clip.camera.height, clip.camera.width)
-        if (im.height, im.width) != want:
-            raise ValueError(f"{path} is {im.height}x{im.width} but {clip.folder / 'params.npz'} says frames are {want[0]}x{want[1]}: the files do not belong together")
-        return np.asarray(im.convert("RGB" if kind == "rgb" else "L"))
-
-
-def _resize(x: Tensor, size: int, mode: str) -> Tensor:  # [C, H, W] -> [C, size, size]
-    if x.shape[-2:] == (size, size):
-        return x
-    if mode == "area":
-        return F.interpolate(x[None], size=(size, size), mode="area")[0]
-    return F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+                raise FileNotFoundError(f"missing frame file {folder / kind / f'{j:04d}.png'}; {INCOMPLETE}")
+    read_frame(folder, valid[0], camera[valid[0]], camera.width)
+    return Clip(folder.name, folder, params, camera, valid)
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -186,14 +133,7 @@ class PairDataset(torch.utils.data.Dataset):
         return c, src, drv
 
     def _frame(self, clip: Clip, j: int) -> tuple[Tensor, Tensor, Camera]:
-        rgb = torch.from_numpy(_read_png(clip, "rgb", j).copy())  # [H, W, 3] uint8
-        mask = torch.from_numpy(_read_png(clip, "mask", j) > 127)  # [H, W]
-        rgb = _resize(rgb.permute(2, 0, 1).float() / 255, self.size, "bilinear")  # [3, S, S]
-        mask = (_resize(mask[None].float(), self.size, "area") > 0.5).float()  # [1, S, S]
-        cam = clip.camera[j]
-        sx, sy = self.size / cam.width, self.size / cam.height
-        K = torch.diag(torch.tensor([sx, sy, 1.0])) @ cam.K  # pixels scale with the image
-        return rgb, mask, Camera(K, cam.R, cam.t, self.size, self.size)
+        return read_frame(clip.folder, j, clip.camera[j], self.size)  # [3, S, S], [1, S, S], [1]
 
     def __getitem__(self, i: int) -> dict:
         c, src, drv = self.pair(i)

@@ -108,7 +108,7 @@ def hair_split(avatar) -> plt.Figure:
 
 
 def hair_motion(avatar, clip, hair_masks: torch.Tensor, lod: int | None = None) -> plt.Figure:
-    """Synthetic hair with its truth: columns the clip's frames (``omg_lite.evaluate.EvalClip``); rows the truth,
+    """Synthetic hair with its truth: columns the clip's frames (``omg_lite.clips.ClipFrames``); rows the truth,
     the avatar with its hair split (attached Gaussians follow the neck joint), the same avatar static (the paper's
     image-plane shoulders), and the split's hair footprint (green) over the true hair mask (red; both: yellow)."""
     from omg_lite.bench.hair import variant
