@@ -6,7 +6,7 @@ or video (tracked with ``omg_lite.tracking``), or :func:`synthetic_path`. How th
 placed (:func:`retarget`):
 
 - ``"absolute"``: the driver's own translation t_d (self-reenactment: same person, same camera);
-- ``"neck"`` (foreign drivers): t_d is chosen so the neck's end ring stays where it is in the
+- ``"neck"`` (foreign drivers): t_d is chosen so the neck's end ring (``omg_lite.head.neck``) stays where it is in the
   source frame, c_ring(LBS(beta_s, psi_d, theta_d) + t_d) = c_ring(source), the rule the
   synthetic world uses to keep heads on their shoulders (the shoulder Gaussians do not move).
   The driver's own translation is not used.
@@ -27,15 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from omg_lite.config import Config
 from omg_lite.geometry.camera import Camera
+from omg_lite.head.neck import neck_ring, ring_translation
 from omg_lite.head.params import HeadParams
 
 DEFAULT_FPS = 25.0
 MAX_FRAMES = 1000
-NECK_END_BAND = 0.01  # metres: neck vertices this close to the neck's lowest point form its end ring
 TRANSLATION_MODES = ("absolute", "neck")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif", ".m4v")
 
@@ -69,15 +68,6 @@ def synthetic_path(n_frames: int, n_shape: int, n_expr: int, seed: int = 0, yaw_
     return HeadParams(torch.zeros(n_frames, n_shape), f32(expression), f32(pose), torch.zeros(n_frames, 3))
 
 
-def neck_ring(head, shape: Tensor) -> Tensor:  # shape [S] -> [R] vertex indices
-    """The neck's end ring: neck vertices within ``NECK_END_BAND`` of its lowest point, neutral pose."""
-    neck = head.regions["neck"]
-    zero = head.zeros(1)
-    neutral = head(shape[None].to(zero.shape), zero.expression, zero.pose, zero.translation).vertices[0]
-    y = neutral[neck, 1]
-    return neck.nonzero().squeeze(1)[y < y.min() + NECK_END_BAND]
-
-
 @torch.no_grad()
 def retarget(head, source: HeadParams, driver: HeadParams, mode: str = "neck") -> HeadParams:
     """The source's identity with the driver's expression and pose; translation by ``mode`` (module docstring)."""
@@ -89,10 +79,9 @@ def retarget(head, source: HeadParams, driver: HeadParams, mode: str = "neck") -
     shape = source.shape.expand(M, -1)
     if mode == "absolute":
         return HeadParams(shape.clone(), driver.expression, driver.pose, driver.translation)
-    ring = neck_ring(head, source.shape[0])
+    ring = neck_ring(head(source.shape).vertices[0], head.regions["neck"])
     target = head(source).vertices[:, ring].mean(1)  # [1, 3] ring centre in the source frame
-    posed = head(shape, driver.expression, driver.pose, torch.zeros_like(driver.translation)).vertices[:, ring].mean(1)  # [M, 3]
-    return HeadParams(shape.clone(), driver.expression, driver.pose, target - posed)
+    return HeadParams(shape.clone(), driver.expression, driver.pose, ring_translation(head, ring, target, shape, driver.expression, driver.pose))
 
 
 @dataclass

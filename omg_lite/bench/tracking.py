@@ -67,7 +67,7 @@ def smooth_path(head, frames: int, rng: np.random.Generator) -> HeadParams:
 def render_clip(head, params: HeadParams, size: int, cfg: Config, rng: np.random.Generator) -> tuple[np.ndarray, HeadParams, Camera]:
     """Render ``params`` in the synthetic world (one look, torso, light, backdrop): -> (rgb [M, H, W, 3] uint8, params with translations, cameras)."""
     from omg_lite.synth.appearance import head_albedo, sample_appearance
-    from omg_lite.synth.dataset import NECK_END_BAND
+    from omg_lite.head.neck import neck_ring, ring_translation
     from omg_lite.synth.scene import render, sample_background, sample_light
     from omg_lite.synth.torso import sample_torso, torso_albedo, torso_mesh
 
@@ -78,13 +78,13 @@ def render_clip(head, params: HeadParams, size: int, cfg: Config, rng: np.random
     neck = head.regions["neck"]
     neck_verts = neutral.vertices[0][neck]
     torso_p = sample_torso(rng, neck_verts)
-    end = neck.nonzero().squeeze(1)[neck_verts[:, 1] < neck_verts[:, 1].min() + NECK_END_BAND]
+    end = neck_ring(neutral.vertices[0], neck)
     framing = torch.tensor([0.0, cfg.synth.head_height, 0.0])
     albedo = head_albedo(look, neutral.vertices[0], head.regions)
     t_verts, t_faces, t_skin = torso_mesh(torso_p)
     t_albedo = torso_albedo(torso_p, t_verts, t_skin, look.skin, (look.wave_freq, look.wave_phase, look.wave_amp))
-    posed = head(params.shape, params.expression, params.pose, torch.zeros(M, 3)).vertices
-    params = HeadParams(params.shape, params.expression, params.pose, neutral.vertices[0, end].mean(0) - posed[:, end].mean(1) + framing)
+    t = ring_translation(head, end, neutral.vertices[0, end].mean(0), params.shape, params.expression, params.pose) + framing
+    params = HeadParams(params.shape, params.expression, params.pose, t)
     camera = Camera.frontal(batch=M, size=size, fov_deg=cfg.camera.fov_deg, distance=cfg.camera.distance)
     rgb = []
     for lo in range(0, M, cfg.synth.batch_frames):

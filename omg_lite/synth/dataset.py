@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from omg_lite.config import Config
 from omg_lite.geometry.camera import Camera
 from omg_lite.head import head_from_config
+from omg_lite.head.neck import neck_ring, ring_translation
 from omg_lite.head.params import HeadParams, load_clip, save_clip
 from omg_lite.io import check_output_folder, output_folder
 from omg_lite.safe_load import folder_names
@@ -41,7 +42,6 @@ from omg_lite.synth.torso import N_AROUND, N_RINGS, sample_torso, torso_albedo, 
 GENERATOR_VERSION = 1
 MIN_SIZE = 32
 MAX_SIZE = 2048
-NECK_END_BAND = 0.01  # metres: neck vertices this close to the neck's lowest point form its end ring
 FRAME_KINDS = ("rgb", "mask", "head_mask", "torso_mask")
 MARKER, WHAT = "meta.json", "a set written by omg-lite synth"  # see omg_lite.io.output_folder
 
@@ -167,7 +167,7 @@ def _write_clip(clip: Path, head, rng: np.random.Generator, frames: int, size: i
     neck = head.regions["neck"]
     neck_verts = neutral.vertices[0][neck]
     torso_p = sample_torso(rng, neck_verts)
-    end = neck.nonzero().squeeze(1)[neck_verts[:, 1] < neck_verts[:, 1].min() + NECK_END_BAND]  # the neck's end ring
+    end = neck_ring(neutral.vertices[0], neck)  # the neck's end ring
     jitter = rng.uniform([-0.012, -0.012, -0.05], [0.012, 0.012, 0.05])  # the clip's framing, metres
     framing = torch.tensor(jitter + [0.0, cfg.synth.head_height, 0.0], dtype=torch.float32)
 
@@ -184,8 +184,7 @@ def _write_clip(clip: Path, head, rng: np.random.Generator, frames: int, size: i
         shell, shell_faces = hair_shell(hair_p, neutral.vertices[0], head.faces, head.regions)
         shell_albedo = (torch.tensor(look.hair) * low_frequency(shell * 3.0, look.wave_freq, look.wave_phase, look.wave_amp)[:, None]).clamp(0, 1)
     betas = shape[None].expand(M, S).clone()
-    posed = head(betas, expression, pose).vertices  # [M, V, 3] at zero translation
-    translation = neutral.vertices[0, end].mean(0) - posed[:, end].mean(1) + framing  # [M, 3] keeps the neck end put
+    translation = ring_translation(head, end, neutral.vertices[0, end].mean(0), betas, expression, pose) + framing  # [M, 3] keeps the neck end put
     params = HeadParams(betas, expression, pose, translation)
     camera = Camera.frontal(batch=M, size=size, fov_deg=cfg.camera.fov_deg, distance=cfg.camera.distance)
 
