@@ -146,9 +146,10 @@ class TrainConfig:
 
 @dataclass
 class ModelConfig:
-    # Width C of the encoder's tokens and identity vector (ViT-S/14: 384, ViT-B/14: 768).
+    # Width C of the encoder's tokens and identity vector (ViT-S/14: 384, ViT-B/14: 768); derived from the
+    # encoder when the network is built (AvatarModel.from_config), recorded here for the checkpoint.
     token_dim: int = 384
-    # Channels C' of the encoder's local map F_local (encoder.local_dim; the "bilinear" head: token_dim).
+    # Channels C' of the encoder's local map F_local (encoder.local_dim; the "bilinear" head: token_dim); derived likewise.
     local_dim: int = 64
     # Width D of the per-vertex features: the global queries, Psi_k and the fused F_h.
     dim: int = 64

@@ -5,7 +5,8 @@ checkpoint holds. It is built one way (:meth:`AvatarModel.from_config`) and load
 (:meth:`AvatarModel.load`, the way nanoGPT keeps ``from_pretrained`` on ``GPT``):
 
 - ``AvatarModel.from_config(cfg)``: the encoder ``cfg.encoder`` describes, the head model
-  ``cfg.head`` names (``omg_lite.head.head_from_config``) and an ``OMGModel(cfg.model, head)``;
+  ``cfg.head`` names (``omg_lite.head.head_from_config``) and an ``OMGModel(cfg.model, head)``
+  whose input widths ``model.token_dim`` / ``model.local_dim`` are set from the encoder built;
 - ``AvatarModel.load(path)``: a run folder (``omg-lite train --out RUN``) or one weights file,
   read through ``omg_lite.train.checkpoint``; the config travels in the weights' metadata, so a
   lone ``step_XXXXXX.safetensors`` is enough. The default is ``data_samples/lite``;
@@ -90,7 +91,10 @@ class AvatarModel(nn.Module):
         from omg_lite.model import OMGModel
 
         encoder = encoder if encoder is not None else build_encoder(cfg.encoder)
-        model = model if model is not None else OMGModel(cfg.model, head_from_config(cfg.head))
+        if model is None:
+            # the model's input widths are the encoder's, derived here (cfg records them for the checkpoint)
+            cfg.model.token_dim, cfg.model.local_dim = encoder.backbone.embed_dim, encoder.local_dim
+            model = OMGModel(cfg.model, head_from_config(cfg.head))
         return cls(cfg, preset, encoder, model, label)
 
     @classmethod

@@ -220,6 +220,15 @@ def test_camera_gradients_take_the_readable_path():
     torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-3 * theirs.abs().max().item())
 
 
+def test_the_old_backend_name_torch_is_numba_with_a_deprecation_warning():
+    inputs, camera = scene(1, 3)
+    with pytest.warns(DeprecationWarning, match="backend='numba'"):
+        old = render(*inputs[:5], camera, inputs[5], backend="torch")
+    new = render(*inputs[:5], camera, inputs[5], backend="numba")
+    assert torch.equal(old.image, new.image) and old.pairs == new.pairs
+    torch.testing.assert_close(new.image, naive_render(*inputs[:5], camera, inputs[5])[0], rtol=1e-4, atol=1e-4)
+
+
 def test_without_numba_torch_falls_back_with_a_warning(monkeypatch):
     monkeypatch.setitem(sys.modules, "omg_lite.splat.numba_render", None)  # import raises ImportError
     inputs, camera = scene(1, 3)

@@ -1,4 +1,4 @@
-"""Gaussian splatting: ``render()`` with torch and gsplat backends, EWA projection, .ply I/O.
+"""Gaussian splatting: ``render()`` with numba, reference and gsplat backends, EWA projection, .ply I/O.
 
 See ``render.py`` for the conventions every backend shares.
 """

@@ -6,7 +6,7 @@ so this is a thin wrapper: one camera per batch element, "RGB+ED" appends the ex
 
 PyPI's gsplat compiles its CUDA kernels on first use (it needs nvcc and ninja); where that build
 or the first call fails, :func:`gsplat_usable` says so once and ``render(backend="auto")`` falls
-back to the torch backend on the same device. Any exception counts as a failure there: the
+back to the numba backend on the same device. Any exception counts as a failure there: the
 build raises whatever the compiler, ninja or the loader raise, and each means "not usable".
 """
 
@@ -24,7 +24,7 @@ _USABLE: dict[str, bool] = {}
 
 
 class GsplatUnavailableWarning(UserWarning):
-    """gsplat's CUDA rasterizer did not build or run: backend "auto" uses the torch backend."""
+    """gsplat's CUDA rasterizer did not build or run: backend "auto" uses the numba backend."""
 
 
 def _probe(device: torch.device) -> None:
@@ -50,7 +50,7 @@ def gsplat_usable(device: torch.device) -> bool:
             first = (str(e).strip().splitlines() or [""])[0][:300]
             warnings.warn(
                 f"gsplat's CUDA rasterizer is not usable on {key} ({type(e).__name__}: {first}): backend 'auto' renders with "
-                f"omg_lite's torch backend on {key} instead (same images, slower). For gsplat, give its first-use build nvcc and "
+                f"omg_lite's numba backend on {key} instead (same images, slower). For gsplat, give its first-use build nvcc and "
                 f"ninja (the CUDA toolkit of your torch build), or install a prebuilt wheel: {PREBUILT}",
                 GsplatUnavailableWarning,
                 stacklevel=3,
@@ -69,7 +69,7 @@ def render_gsplat(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(colour sum [B, H, W, C], alpha [B, H, W], expected depth [B, H, W]) on a background of zeros."""
     if not means.is_cuda:
-        raise ValueError("backend='gsplat' needs CUDA tensors; use backend='torch' on the CPU")
+        raise ValueError("backend='gsplat' needs CUDA tensors; use backend='numba' on the CPU")
     from gsplat import rasterization
 
     cam = camera.to(means.device, means.dtype)

@@ -25,13 +25,15 @@ Input handling: quaternions (w, x, y, z) are normalised inside (a zero one is a 
 scales are linear, clamped below at 1e-8 (a negative one is a ValueError); opacities must lie in
 [0, 1]; NaN or Inf in any input is a ValueError naming it; N = 0 renders the background.
 
-Backends: ``"torch"`` is ours: on CPU tensors the compiled path of ``numba_render.py`` (EWA
-projection and 16x16-tile blending, forward and backward, in float32); on other devices, or when
-the camera itself needs gradients, the readable path (projection of ``project.py`` and the
-compositor of ``torch_render.py``, autograd for gradients). ``"reference"`` always takes the
-readable path; ``"gsplat"`` calls ``gsplat.rasterization`` (CUDA only); ``"auto"`` picks gsplat
-on CUDA tensors and torch otherwise, and torch on CUDA too where gsplat's kernels fail to build
-or run (one warning, ``gsplat_backend.gsplat_usable``). All are differentiable with respect to means, quats,
+Backends, named for what runs: ``"numba"`` is ours: on CPU tensors the compiled path of
+``numba_render.py`` (EWA projection and 16x16-tile blending, forward and backward, in float32);
+on other devices, or when the camera itself needs gradients, the readable path (projection of
+``project.py`` and the compositor of ``torch_render.py``, autograd for gradients).
+``"reference"`` always takes the readable pure-torch path; ``"gsplat"`` calls
+``gsplat.rasterization`` (CUDA only); ``"auto"`` picks gsplat on CUDA tensors and numba
+otherwise, and numba on CUDA too where gsplat's kernels fail to build or run (one warning,
+``gsplat_backend.gsplat_usable``). Deprecated: ``"torch"``, the old name of ``"numba"``, is still
+accepted (old scripts, notebooks and command lines) with a ``DeprecationWarning``. All are differentiable with respect to means, quats,
 scales, opacities, features and background. ``RenderOutput.pairs`` counts the Gaussian-pixel
 pairs blended (alpha >= 1/255, before the pixel's early stop); gsplat does not report it.
 """
@@ -49,7 +51,8 @@ from omg_lite.splat.gsplat_backend import gsplat_usable, render_gsplat
 from omg_lite.splat.project import INPUT_ERRORS, SCALE_MIN, project_gaussians
 from omg_lite.splat.torch_render import composite_torch
 
-BACKENDS = ("auto", "torch", "reference", "gsplat")
+BACKENDS = ("auto", "numba", "reference", "gsplat")
+BACKEND_ALIASES = {"torch": "numba"}  # deprecated name -> backend
 
 
 @dataclass
@@ -57,7 +60,7 @@ class RenderOutput:
     image: Tensor  # [B, C, H, W]
     alpha: Tensor  # [B, 1, H, W] accumulated opacity 1 - T_N
     depth: Tensor  # [B, 1, H, W] alpha-weighted expected camera z (0 where alpha = 0)
-    pairs: int | None = None  # Gaussian-pixel pairs blended (torch backends; None for gsplat)
+    pairs: int | None = None  # Gaussian-pixel pairs blended (numba / reference; None for gsplat)
 
 
 def render(
@@ -71,13 +74,16 @@ def render(
     backend: str = "auto",
 ) -> RenderOutput:
     """Splat Gaussians with C-channel features into [B, C, H, W] images (see the module docstring)."""
+    if backend in BACKEND_ALIASES:
+        warnings.warn(f"render(backend={backend!r}) is deprecated: say backend={BACKEND_ALIASES[backend]!r}", DeprecationWarning, stacklevel=2)
+        backend = BACKEND_ALIASES[backend]
     background = _check_shapes(means, quats, scales, opacities, features, camera, background, backend)
     C = features.shape[2]
     W, H = camera.width, camera.height
     if backend == "auto":
-        backend = "gsplat" if means.is_cuda and gsplat_usable(means.device) else "torch"
+        backend = "gsplat" if means.is_cuda and gsplat_usable(means.device) else "numba"
     camera_grad = any(x.requires_grad for x in (camera.K, camera.R, camera.t))
-    if backend == "torch" and not means.is_cuda and not camera_grad:
+    if backend == "numba" and not means.is_cuda and not camera_grad:
         fast = _fast_renderer()
         if fast is not None:  # validates the values itself, inside its projection kernel
             image, alpha, depth, pairs = fast(means, quats, scales, opacities, features, background, camera)
