@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from omg_lite.commands import FRAMES, LOD, SIZE, check_args
+from omg_lite.config import DEMO_MAX_FRAMES, MAX_FRAMES
 
 COMMANDS: dict = {}
 
@@ -21,7 +22,7 @@ def demo(
     checkpoint: Path | None = None,
     preset: str | None = None,
     size: int | None = None,
-    max_frames: int = 250,
+    max_frames: int = DEMO_MAX_FRAMES,
     overwrite: bool = False,
     encoder_weights: str | None = None,
     flame_path: Path | None = None,
@@ -71,7 +72,7 @@ def reenact(
     lod: int | None = None,
     preset: str | None = None,
     size: int | None = None,
-    max_frames: int = 1000,
+    max_frames: int = MAX_FRAMES,
     overwrite: bool = False,
     encoder_weights: str | None = None,
     flame_path: Path | None = None,
@@ -115,7 +116,7 @@ def personalize(
     video: Path | None = None,
     steps: int = 60,
     fit_frames: int = 24,
-    max_frames: int = 250,
+    max_frames: int = DEMO_MAX_FRAMES,
     checkpoint: Path | None = None,
     preset: str | None = None,
     overwrite: bool = False,

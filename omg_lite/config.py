@@ -25,6 +25,10 @@ SMOKE: bool = os.environ.get("OMG_LITE_SMOKE", "0").strip().lower() not in ("", 
 
 T = TypeVar("T")
 
+# Frame limits of the commands that render drivers (one place; the commands' --max-frames defaults).
+MAX_FRAMES = 1000  # the longest driver rendered unless --max-frames says more (frames are never dropped silently)
+DEMO_MAX_FRAMES = 250  # the demo's and personalisation's clips: 10 s at 25 fps keeps the demo within its two minutes
+
 
 def pick(real: T, smoke: T) -> T:
     """The real value, or the small one when ``OMG_LITE_SMOKE=1``."""

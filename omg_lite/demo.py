@@ -40,7 +40,8 @@ import torch
 from omg_lite import samples
 from omg_lite.avatar import Avatar, to_uint8
 from omg_lite.clips import resize_image
-from omg_lite.drivers import MAX_FRAMES, load_driver
+from omg_lite.config import DEMO_MAX_FRAMES, MAX_FRAMES
+from omg_lite.drivers import load_driver
 from omg_lite.network import AvatarModel
 from omg_lite.device import sync
 from omg_lite.io import check_output_file, check_output_folder, output_folder
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_PORTRAIT, SAMPLE_DRIVER = samples.PORTRAIT, samples.DRIVER
 LABEL_BAND = 16  # pixels of caption above each panel
-DEMO_MAX_FRAMES = 250  # 10 s at 25 fps keeps the demo within its two minutes
 FIT_STEPS = 60  # the demo's default personalisation (omg-lite demo --fit 0 shows the feed-forward avatar alone)
 MARKER = "report.json"  # what makes a folder an omg-lite demo output (see omg_lite.io.output_folder)
 

@@ -28,13 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omg_lite.config import Config
+from omg_lite.config import MAX_FRAMES, Config
 from omg_lite.geometry.camera import Camera
 from omg_lite.head.neck import neck_ring, ring_translation
 from omg_lite.head.params import HeadParams
 
 DEFAULT_FPS = 25.0
-MAX_FRAMES = 1000
 TRANSLATION_MODES = ("absolute", "neck")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif", ".m4v")
 

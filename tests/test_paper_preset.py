@@ -222,7 +222,7 @@ def test_a_failing_gsplat_build_falls_back_with_one_message(fresh_gsplat_state, 
         assert gb.gsplat_usable(torch.device("cuda:0")) is False  # decided once per device
     msgs = [str(w.message) for w in caught if issubclass(w.category, gb.GsplatUnavailableWarning)]
     assert len(msgs) == 1 and len(calls) == 1
-    assert "Error building extension 'gsplat_cuda'" in msgs[0] and "torch backend" in msgs[0] and "docs.gsplat.studio/whl" in msgs[0]
+    assert "Error building extension 'gsplat_cuda'" in msgs[0] and "numba backend" in msgs[0] and "docs.gsplat.studio/whl" in msgs[0]
     # a gsplat that found no CUDA toolkit (its _C is None): the real probe says so
     monkeypatch.setattr(gb, "_probe", real_probe)
     for name in ("gsplat", "gsplat.cuda"):

@@ -35,8 +35,8 @@ OPACITY_EPS = 1e-7
 
 
 @dataclass
-class GaussianSet:
-    """One set of Gaussians (no batch dimension)."""
+class PlyGaussians:
+    """The Gaussians of one .ply file, flat (no batch dimension, no levels: not model.omg.GaussianSet)."""
 
     means: Tensor  # [N, 3]
     quats: Tensor  # [N, 4] (w, x, y, z)
@@ -95,7 +95,7 @@ def write_ply(
     return path
 
 
-def read_ply(path: str | os.PathLike) -> GaussianSet:
+def read_ply(path: str | os.PathLike) -> PlyGaussians:
     """Read a binary little-endian 3DGS ``.ply`` (as written by ``write_ply`` or by 3DGS training)."""
     path = Path(path)
     with open(path, "rb") as f:
@@ -134,7 +134,7 @@ def read_ply(path: str | os.PathLike) -> GaussianSet:
         return torch.from_numpy(data[:, [column[k] for k in keys]].astype(np.float32))
 
     rgb = 0.5 + SH_C0 * take("f_dc_0", "f_dc_1", "f_dc_2")
-    return GaussianSet(
+    return PlyGaussians(
         means=take("x", "y", "z"),
         quats=take("rot_0", "rot_1", "rot_2", "rot_3"),
         scales=torch.exp(take("scale_0", "scale_1", "scale_2")),
