@@ -167,7 +167,7 @@ class RenderBench(Bench):
     backward: bool = False
     # Print the table N in {5K, 20K, 80K} x S in {128, 256, 512} instead of one configuration.
     table: bool = False
-    # render() backend: torch (CPU), gsplat (CUDA) or reference (the readable compositor).
+    # render() backend: numba (the compiled CPU path; torch: its deprecated old name), gsplat (CUDA) or reference (the readable compositor).
     backend: str = "torch"
     # Timed repeats per configuration (the median is reported).
     repeat: int = 5
@@ -177,10 +177,10 @@ class RenderBench(Bench):
     def run(self) -> list[dict]:
         if min(self.gaussians, self.size, self.channels, self.repeat) < 1:
             raise ValueError("bench render: --gaussians, --size, --channels and --repeat must be at least 1")
-        if self.backend not in ("torch", "gsplat", "reference"):
-            raise ValueError(f"bench render --backend {self.backend}: choose torch, gsplat or reference")
+        if self.backend not in ("numba", "torch", "gsplat", "reference"):
+            raise ValueError(f"bench render --backend {self.backend}: choose numba, gsplat or reference")
         if self.backend == "gsplat" and not torch.cuda.is_available():
-            raise ValueError("bench render --backend gsplat needs CUDA (gsplat renders on CUDA only) and this machine has none: use --backend torch")
+            raise ValueError("bench render --backend gsplat needs CUDA (gsplat renders on CUDA only) and this machine has none: use --backend numba")
         if self.table:
             return scaling_table(channels=self.channels, backward=self.backward, backend=self.backend,
                                  repeat=self.repeat)
