@@ -38,6 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omg_lite.config import EncoderConfig
+
+_DEFAULT = EncoderConfig()
+
 MODELS = ("vit_small_patch14_dinov2", "vit_base_patch14_dinov2")
 RANDOM_SOURCE = "random (offline stand-in)"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -163,16 +167,16 @@ class DinoEncoder(nn.Module):
     ``head`` is ``"dpt"`` (learned, ``local_dim`` channels) or ``"bilinear"`` (C' = C).
     """
 
-    def __init__(
+    def __init__(  # the defaults are config.EncoderConfig's (one default per setting)
         self,
-        name: str = "vit_small_patch14_dinov2",
-        weights: str = "auto",
-        image_size: int = 518,
-        local_size: int = 296,
-        local_dim: int = 128,
-        head: str = "dpt",
-        n_layers: int = 4,
-        frozen: bool = True,
+        name: str = _DEFAULT.name,
+        weights: str = _DEFAULT.weights,
+        image_size: int = _DEFAULT.image_size,
+        local_size: int = _DEFAULT.local_size,
+        local_dim: int = _DEFAULT.local_dim,
+        head: str = _DEFAULT.head,
+        n_layers: int = _DEFAULT.n_layers,
+        frozen: bool = _DEFAULT.frozen,
     ):
         super().__init__()
         if name not in MODELS:
