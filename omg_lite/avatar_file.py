@@ -72,20 +72,17 @@ def load_avatar(path, net):
     """Read an avatar folder written by :func:`save_avatar` for ``net`` (an AvatarModel); refuse one of another model."""
     from pathlib import Path
 
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError
 
     from omg_lite.avatar import Avatar, SourceFrame
-    from omg_lite.train.checkpoint import tensors_digest
+    from omg_lite.train.checkpoint import read_tensors, tensors_digest
 
     path = Path(path)
     file = path / AVATAR_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"no saved avatar at {path} (expected a folder written by `omg-lite personalize --out`)")
     try:
-        with safe_open(str(file), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        t = load_file(str(file))
+        t, meta = read_tensors(file)
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{file} is corrupt or not a safetensors file ({e}): personalise the avatar again") from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:

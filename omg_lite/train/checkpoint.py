@@ -89,17 +89,22 @@ def latest_checkpoint(run: Path) -> Path | None:
     return path
 
 
+def read_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """A safetensors file's (tensors, metadata), nothing unpickled; damage raises SafetensorError or OSError."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    return load_file(str(path)), meta
+
+
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read and verify a weights file -> (tensors, metadata); any damage is a ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-        tensors = load_file(str(path))
+        tensors, meta = read_tensors(path)
     except (SafetensorError, OSError) as e:
         raise ValueError(f"checkpoint {path} is corrupt or truncated (not a readable safetensors file: {e}); to resume from an earlier checkpoint write its name (e.g. step_000500) into checkpoints/latest, or retrain") from None
     if meta.get("format") != FORMAT:
