@@ -95,6 +95,21 @@ def test_render_uses_the_moved_hair(avatar, monkeypatch):
     assert torch.equal(seen[0][0][:, n:], means) and torch.equal(seen[0][1][:, n:], quats)
 
 
+def test_shoulder_variants_clear_the_split_or_show_the_hair_alone(avatar, monkeypatch):
+    import omg_lite.model.omg as omg_module
+
+    gs, s = avatar.gaussians, avatar.gaussians.shoulders
+    alone = gs.shoulder_variant(static=False, alone=True)
+    assert all(torch.equal(a.opacities, torch.zeros_like(a.opacities)) for a in alone.levels.values())
+    assert torch.equal(alone.shoulders.attributes.opacities, torch.where(s.attached, s.attributes.opacities, 0.0))
+    assert torch.equal(alone.shoulders.attached, s.attached)
+    seen = []
+    real = omg_module.splat
+    monkeypatch.setattr(omg_module, "splat", lambda *a, **k: seen.append(a[0].clone()) or real(*a, **k))
+    Avatar(avatar.net, gs.shoulder_variant(static=True), avatar.source).render(_turned(avatar.source.params, 30.0), lod=0)
+    assert torch.equal(seen[0][:, gs.num_head(0):], s.means)  # the paper's static shoulders: the hair stays where it was
+
+
 # ------------------------------------------------------------------ the split rule against the synthetic truth
 
 

@@ -36,21 +36,6 @@ import torch
 from omg_lite.bench import Bench
 
 
-def variant(gs, static: bool, alone: bool = False):
-    """The Gaussian set with the shoulder split cleared (``static``) and/or all but the head-attached Gaussians hidden (``alone``)."""
-    from omg_lite.model.gaussian_heads import GaussianAttributes
-    from omg_lite.model.omg import GaussianSet
-
-    hide = lambda a, keep: GaussianAttributes(a.features, a.opacities * keep, a.scales, a.quats)  # noqa: E731
-    s, levels = gs.shoulders, gs.levels
-    if alone:
-        levels = {k: hide(a, 0.0) for k, a in levels.items()}
-        s = s.replace(attributes=hide(s.attributes, s.attached.float()))
-    if static:
-        s = s.replace(attached=None)
-    return GaussianSet(gs.lod, levels, gs.source_means, gs.offsets, gs.shape, s)
-
-
 def _mask(root: Path, clip: str, j: int, size: int, kind: str = "hair_mask"):  # -> [size, size] bool
     import numpy as np
     from PIL import Image
@@ -118,7 +103,7 @@ class HairBench(Bench):
                 recall = [a + b for a, b in zip(recall, r)]
                 torso_on = [a + b for a, b in zip(torso_on, t)]
                 for m in sums:
-                    whole, alone = (Avatar(net, variant(av.gaussians, m == "static", only), av.source) for only in (False, True))
+                    whole, alone = (Avatar(net, av.gaussians.shoulder_variant(m == "static", only), av.source) for only in (False, True))
                     for j in range(1, clip.rgb.shape[0]):
                         p, cam = clip.params[j:j + 1], clip.camera[j:j + 1]
                         truth = composite(clip.rgb[j:j + 1], clip.mask[j:j + 1], bg)  # I_d = M rgb + (1 - M) bg, as eval

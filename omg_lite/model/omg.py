@@ -104,6 +104,15 @@ class GaussianSet:
             None if s is None else s.replace(means=s.means.detach(), attributes=d(s.attributes)),
         )
 
+    def shoulder_variant(self, static: bool, alone: bool = False) -> "GaussianSet":
+        """This set with the shoulder split cleared (``static``: the paper's image-plane shoulders) and/or every
+        Gaussian but the head-attached shoulder ones hidden (``alone``: opacity 0, the split's hair footprint)."""
+        hide = lambda a, keep: GaussianAttributes(a.features, a.opacities * keep, a.scales, a.quats)  # noqa: E731
+        s, levels = self.shoulders, self.levels
+        if alone:
+            levels, s = {k: hide(a, 0.0) for k, a in levels.items()}, s.replace(attributes=hide(s.attributes, s.attached.float()))
+        return GaussianSet(self.lod, levels, self.source_means, self.offsets, self.shape, s.replace(attached=None) if static else s)
+
 
 @dataclass
 class ModelOutput:

@@ -111,14 +111,13 @@ def hair_motion(avatar, clip, hair_masks: torch.Tensor, lod: int | None = None) 
     """Synthetic hair with its truth: columns the clip's frames (``omg_lite.clips.ClipFrames``); rows the truth,
     the avatar with its hair split (attached Gaussians follow the neck joint), the same avatar static (the paper's
     image-plane shoulders), and the split's hair footprint (green) over the true hair mask (red; both: yellow)."""
-    from omg_lite.bench.hair import variant
     from omg_lite.avatar import Avatar
 
     from omg_lite.metrics import composite
 
     truth = composite(clip.rgb, clip.mask, avatar.net.cfg.model.background)  # [M, 3, H, W] I_d, as eval scores
-    static = Avatar(avatar.net, variant(avatar.gaussians, static=True), avatar.source)
-    alone = Avatar(avatar.net, variant(avatar.gaussians, static=False, alone=True), avatar.source)
+    static = Avatar(avatar.net, avatar.gaussians.shoulder_variant(static=True), avatar.source)
+    alone = Avatar(avatar.net, avatar.gaussians.shoulder_variant(static=False, alone=True), avatar.source)
     render = lambda av: torch.cat([av.render(clip.params[j:j + 1], clip.camera[j:j + 1], lod).refined.clamp(0, 1).cpu() for j in range(len(truth))])  # noqa: E731
     foot = torch.cat([alone.render(clip.params[j:j + 1], clip.camera[j:j + 1], lod).alpha.cpu() > 0.5 for j in range(len(truth))])  # [M, 1, H, W]
     overlay = torch.cat([hair_masks[:, None].float(), foot.float(), torch.zeros_like(foot, dtype=torch.float32)], 1)
