@@ -35,7 +35,6 @@ from omg_lite.head.params import HeadParams
 
 DEFAULT_FPS = 25.0
 TRANSLATION_MODES = ("absolute", "neck")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif", ".m4v")
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +141,7 @@ def load_driver(spec, head, cfg: Config, max_frames: int = MAX_FRAMES) -> Driver
     """A Driver from HeadParams, a Driver, a params.npz, a folder with one, an image or a video."""
     from omg_lite.head.params import load_clip
     from omg_lite.tracking.track import IMAGE_SUFFIXES, read_image
+    from omg_lite.tracking.video import VIDEO_SUFFIXES
 
     if isinstance(spec, Driver):
         return spec.check(head, max_frames)

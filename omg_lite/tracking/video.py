@@ -19,6 +19,9 @@ from omg_lite.io import atomic_file
 
 log = logging.getLogger(__name__)
 
+# What the package treats as a video (a driver, a folder of sources for prepare); PyAV decodes each.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts", ".gif")
+
 
 def _open(path: Path):
     import av
