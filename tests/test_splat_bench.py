@@ -42,7 +42,7 @@ def test_measure_fresh_runs_in_its_own_interpreter_and_reports_the_renders_pairs
     monkeypatch.setattr(bench_render.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or real_run(cmd, **kw))
     row = measure_fresh(300, 16, 3, backward=True, repeat=1)
     assert len(calls) == 1 and calls[0][:3] == [sys.executable, "-m", "omg_lite.bench.render"]
-    assert json.loads(calls[0][3]) == dict(gaussians=300, size=16, channels=3, backward=True, backend="torch", repeat=1)
+    assert json.loads(calls[0][3]) == dict(gaussians=300, size=16, channels=3, backward=True, backend="numba", repeat=1)
     assert (row["N"], row["S"], row["C"], row["pass"]) == (300, 16, 3, "fwd+bwd")
     assert row["pairs"] == render(**head_cloud(300, 3), camera=head_camera(16)).pairs > 0
     assert row["Mpairs_s"] == pytest.approx(row["pairs"] / (row["ms"] * 1e3))

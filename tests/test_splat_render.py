@@ -16,7 +16,7 @@ from omg_lite.geometry.camera import Camera
 from omg_lite.splat import render
 
 W, H = 26, 20
-BACKENDS = ["reference", pytest.param("torch", marks=pytest.mark.filterwarnings("error::UserWarning"))]
+BACKENDS = ["reference", pytest.param("numba", marks=pytest.mark.filterwarnings("error::UserWarning"))]
 
 
 def naive_render(means, quats, scales, opacities, features, camera: Camera, background):
@@ -209,7 +209,7 @@ def test_camera_gradients_take_the_readable_path():
     inputs, camera = scene(1, 3)
     t = camera.t.clone().requires_grad_()
     cam = Camera(camera.K, camera.R, t, W, H)
-    out = render(*inputs[:5], cam, inputs[5], backend="torch")
+    out = render(*inputs[:5], cam, inputs[5], backend="numba")
     ref = naive_render(*inputs[:5], cam, inputs[5])[0]
     torch.testing.assert_close(out.image, ref, rtol=1e-4, atol=1e-4)
     g = torch.Generator().manual_seed(4)
@@ -229,11 +229,11 @@ def test_the_old_backend_name_torch_is_numba_with_a_deprecation_warning():
     torch.testing.assert_close(new.image, naive_render(*inputs[:5], camera, inputs[5])[0], rtol=1e-4, atol=1e-4)
 
 
-def test_without_numba_torch_falls_back_with_a_warning(monkeypatch):
+def test_without_numba_the_numba_backend_falls_back_with_a_warning(monkeypatch):
     monkeypatch.setitem(sys.modules, "omg_lite.splat.numba_render", None)  # import raises ImportError
     inputs, camera = scene(1, 3)
     with pytest.warns(UserWarning, match="numba is not installed"):
-        out = render(*inputs[:5], camera, inputs[5], backend="torch")
+        out = render(*inputs[:5], camera, inputs[5], backend="numba")
     torch.testing.assert_close(out.image, naive_render(*inputs[:5], camera, inputs[5])[0], rtol=1e-4, atol=1e-4)
 
 
@@ -250,7 +250,7 @@ def test_fast_renderer_leaves_torchs_thread_count_alone():
         "from omg_lite.model.refiner import Refiner\n"
         "torch.set_num_threads(1)\n"
         "Refiner(32, 16, 2)(torch.rand(1, 32, 64, 64))  # torch's OpenMP runtime starts first, as in a frame\n"
-        "render(**head_cloud(200, 4), camera=head_camera(32), backend='torch')\n"
+        "render(**head_cloud(200, 4), camera=head_camera(32), backend='numba')\n"
         "print(torch.get_num_threads(), numba.threading_layer())\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}

@@ -86,7 +86,7 @@ def _peak_since_reset_mb() -> float:
     return peak_rss_mb()
 
 
-def measure(gaussians: int, size: int, channels: int, backward: bool = False, backend: str = "torch",
+def measure(gaussians: int, size: int, channels: int, backward: bool = False, backend: str = "numba",
             repeat: int = 5) -> dict:
     """One row of figures, measured in this process (``measure_fresh`` isolates the memory peak)."""
     from omg_lite.splat import render
@@ -135,7 +135,7 @@ def measure(gaussians: int, size: int, channels: int, backward: bool = False, ba
     }
 
 
-def measure_fresh(gaussians: int, size: int, channels: int, backward: bool = False, backend: str = "torch",
+def measure_fresh(gaussians: int, size: int, channels: int, backward: bool = False, backend: str = "numba",
                   repeat: int = 5) -> dict:
     """``measure`` in a fresh Python process, so that its peak memory is this render's alone."""
     args = json.dumps(dict(gaussians=gaussians, size=size, channels=channels, backward=backward,
@@ -147,7 +147,7 @@ def measure_fresh(gaussians: int, size: int, channels: int, backward: bool = Fal
 
 
 def scaling_table(gaussians=TABLE_GAUSSIANS, sizes=TABLE_SIZES, channels: int = 32, backward: bool = False,
-                  backend: str = "torch", repeat: int = 3, fresh: bool = True) -> list[dict]:
+                  backend: str = "numba", repeat: int = 3, fresh: bool = True) -> list[dict]:
     """Rows for every N x S (cost = a N + b pairs: see ``viz.splat.scaling_figure``)."""
     run = measure_fresh if fresh else measure
     return [run(n, s, channels, backward, backend, repeat) for n in gaussians for s in sizes]
@@ -168,7 +168,7 @@ class RenderBench(Bench):
     # Print the table N in {5K, 20K, 80K} x S in {128, 256, 512} instead of one configuration.
     table: bool = False
     # render() backend: numba (the compiled CPU path; torch: its deprecated old name), gsplat (CUDA) or reference (the readable compositor).
-    backend: str = "torch"
+    backend: str = "numba"
     # Timed repeats per configuration (the median is reported).
     repeat: int = 5
 
