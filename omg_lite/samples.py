@@ -125,7 +125,7 @@ def synthetic_avatar(net, data: str | Path | None = None):
     """The avatar of frame 0 of the first clip of a synthetic set (default ``data_samples/synth_256``),
     reconstructed at the model's size from its known parameters and camera (no tracking)."""
     from omg_lite.avatar import Avatar
-    from omg_lite.evaluate import clip_folders, read_clip
+    from omg_lite.clips import clip_folders, read_clip
 
     clip = read_clip(clip_folders(DATA_SAMPLES / "synth_256" if data is None else Path(data))[0], net.image_size, max_frames=2)
     return Avatar.from_frame(clip.rgb[0], clip.params[0:1], clip.camera[0:1], clip.mask[0, 0], net=net)

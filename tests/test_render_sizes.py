@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as Fn
 from PIL import Image
 
-from omg_lite.avatar import Avatar, AvatarModel, resize_camera
-from omg_lite.evaluate import clip_folders, read_clip
+from omg_lite.avatar import Avatar, AvatarModel
+from omg_lite.clips import clip_folders, read_clip
+from omg_lite.geometry.camera import resize_camera
 from omg_lite.model.gaussian_heads import SOFTPLUS_ONE
 from omg_lite.model.shoulder_branch import source_footprint, widened
 from omg_lite.splat.project import EPS2D
