@@ -21,6 +21,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from omg_lite.geometry.visibility import DEFAULT_TOL
+
 SMOKE: bool = os.environ.get("OMG_LITE_SMOKE", "0").strip().lower() not in ("", "0", "false", "no")
 
 T = TypeVar("T")
@@ -180,7 +182,7 @@ class ModelConfig:
     # Background value of the rendered RGB channels (the other feature channels get 0).
     background: float = 1.0
     # Relative depth tolerance of OAFF's visibility test z <= zhat (1 + tol).
-    visibility_tol: float = 1e-3
+    visibility_tol: float = DEFAULT_TOL
     # Ablations (paper Table "w/o ..."): the cross-attention branch and its offsets.
     use_global: bool = True
     # Ablation: projectively sampled local features in the head Gaussians.

@@ -12,7 +12,7 @@ import trimesh
 
 from omg_lite.geometry.camera import Camera
 from omg_lite.geometry.subdivide import Subdivider
-from omg_lite.geometry.visibility import DepthBuffer, fuse, visibility_mask
+from omg_lite.geometry.visibility import DEFAULT_TOL, DepthBuffer, fuse, visibility_mask
 from omg_lite.head import load_head_model
 
 
@@ -138,16 +138,18 @@ def test_sphere_behind_a_quad_matches_analytic_occlusion():
     assert (M == truth)[clear].all()
 
 
-def test_tolerance_separates_a_thin_occluder():
-    """A quad 1.5 mm in front of the sphere (like an eyelid over an eyeball) occludes at the default tol."""
+@pytest.mark.parametrize("gap, tol", [(0.0015, 3e-4), (0.004, DEFAULT_TOL)])
+def test_tolerance_separates_a_thin_occluder(gap, tol):
+    """A quad ``gap`` in front of the sphere (1.5 mm: like an eyelid over an eyeball) occludes at a tolerance below gap / depth:
+    3e-4 (0.5 mm at 1.7 m) separates the eyelid, the default 1e-3 (1.7 mm) an occluder 4 mm in front."""
     S = 128
-    verts, faces, nv, zq, (x0, x1, y0, y1) = sphere_behind_quad(gap=0.0015)
+    verts, faces, nv, zq, (x0, x1, y0, y1) = sphere_behind_quad(gap=gap)
     K = Camera.frontal(1, S, fov_deg=25.0).K
     X = verts[0, :nv]
     hx, hy = X[:, 0] * zq / X[:, 2], X[:, 1] * zq / X[:, 2]
     under = (hx > x0 + 0.02) & (hx < x1 - 0.02) & (hy > y0 + 0.02) & (hy < y1 - 0.02) & (X[:, 2] < zq * 1.009)
     assert under.sum() > 5
-    assert not visibility_mask(verts, faces, K, S, S)[0, :nv][under].any()
+    assert not visibility_mask(verts, faces, K, S, S, tol=tol)[0, :nv][under].any()
     assert visibility_mask(verts, faces, K, S, S, tol=0.01)[0, :nv][under].all()
 
 
