@@ -63,7 +63,7 @@ def test_animate_changes_positions_only(avatar, clip, monkeypatch):
         monkeypatch.setattr(h, "forward", count("heads", h.forward))
     seen = []
     real_splat = omg_module.splat
-    monkeypatch.setattr(omg_module, "splat", lambda *a, **k: seen.append([x.clone() for x in a[:5]]) or real_splat(*a, **k))
+    monkeypatch.setattr(omg_module, "splat", lambda *a, **k: seen.append([x.clone() for x in a[:5]] + [a[5]]) or real_splat(*a, **k))
 
     gs = avatar.gaussians
     before = {k: (a.features, a.opacities.clone(), a.scales.clone(), a.quats.clone()) for k, a in gs.levels.items()}
@@ -72,10 +72,17 @@ def test_animate_changes_positions_only(avatar, clip, monkeypatch):
     assert frames.shape == (2, 3, clip.rgb.shape[-2], clip.rgb.shape[-1])
     assert sum(calls.values()) == 0, calls  # nothing of reconstruction runs per frame
     s, a = gs.shoulders, gs.levels[1]
-    for i in (2, 3, 4):  # quats, scales, opacities, features of G = H_1 U S: the kept tensors, both frames
+    for i in (1, 3, 4):  # quats, opacities, features of G = H_1 U S: the kept tensors, both frames
         want = torch.cat([[a.quats, a.scales, a.opacities, a.features][i - 1], [s.attributes.quats, s.attributes.scales, s.attributes.opacities,
                                                                            s.attributes.features][i - 1]], 1)
         assert torch.equal(seen[0][i], want) and torch.equal(seen[1][i], want)
+    for means, _, scales, _, _, cam in seen:  # scales: the head's kept; the shoulders' topped up to the source's world footprint
+        assert torch.equal(scales[:, : a.count], a.scales)
+        K, R, t = cam.K[0].double(), cam.R[0].double(), cam.t[0].double()
+        z = (means[0, a.count :].double() @ R.T + t)[:, 2]  # [N_s] depth in the driving view
+        extra = (s.footprint[0].double() - 0.3 * z**2 / (K[0, 0] * K[1, 1])).clamp_min(0)  # sigma_src^2 - 0.3 (z / f)^2, world units^2
+        want = (s.attributes.scales[0].double() ** 2 + extra[:, None]).sqrt()
+        torch.testing.assert_close(scales[0, a.count :].double(), want, rtol=1e-5, atol=1e-7)
     assert not torch.equal(seen[0][0], seen[1][0])  # positions moved with the driver
     assert torch.equal(seen[0][0][:, a.count :], s.means)  # shoulders fixed in world
     for k, (f, o, sc, q) in before.items():
