@@ -68,7 +68,7 @@ class EncoderConfig:
     # Channels C' of F_local with the "dpt" head (the "bilinear" head keeps the ViT's C).
     local_dim: int = 64
     # Dense head: "dpt" (learned, fuses n_layers token maps) or "bilinear" (last layer upsampled).
-    head: str = "dpt"
+    dense_head: str = "dpt"
     # Number of ViT layers whose tokens feed the dense head.
     n_layers: int = 4
     # Keep the backbone frozen (requires_grad False, eval mode), as the paper does.
@@ -162,7 +162,7 @@ class ModelConfig:
     # Cross-attention decoder layers of the global branch (queries attend to tokens only).
     layers: int = 2
     # Attention heads per decoder layer (dim must be divisible by it).
-    heads: int = 4
+    attention_heads: int = 4
     # Hidden width of each decoder layer's MLP, as a multiple of dim.
     mlp_ratio: int = 2
     # Finest subdivision level K: LOD 0..K with the same weights (FLAME: 5023 -> 20018 -> 79936).
@@ -234,8 +234,8 @@ class Config:
 
 PRESETS: dict[str, Config] = {
     "smoke": Config(
-        encoder=EncoderConfig(local_size=64, head="bilinear"),
-        model=ModelConfig(local_dim=384, dim=32, layers=1, heads=2, channels=8, head_hidden=16, refiner_width=8, refiner_depth=1),
+        encoder=EncoderConfig(local_size=64, dense_head="bilinear"),
+        model=ModelConfig(local_dim=384, dim=32, layers=1, attention_heads=2, channels=8, head_hidden=16, refiner_width=8, refiner_depth=1),
         train=TrainConfig(synth_identities=3, synth_frames=3, image_size=64, batch_size=2, steps=3, log_every=1, image_every=3, ckpt_every=2),
     ),
     "lite": Config(train=TrainConfig(synth_identities=24, synth_frames=8, heldout=4, image_size=128, batch_size=4, steps=800, lod_schedule=(0.5, 0.8))),
@@ -243,7 +243,7 @@ PRESETS: dict[str, Config] = {
         # FLAME's counts, used with a FLAME file; without one from_preset falls back to the stand-in's 20 / 16
         head=HeadConfig(n_shape=100, n_expr=50),
         encoder=EncoderConfig(name="vit_base_patch14_dinov2", image_size=518, local_size=296, local_dim=128),
-        model=ModelConfig(token_dim=768, local_dim=128, dim=256, layers=2, heads=8, mlp_ratio=4, head_hidden=128, refiner_width=32, refiner_depth=3),
+        model=ModelConfig(token_dim=768, local_dim=128, dim=256, layers=2, attention_heads=8, mlp_ratio=4, head_hidden=128, refiner_width=32, refiner_depth=3),
         train=TrainConfig(image_size=512, batch_size=8, epochs=6.0, lpips_net="vgg", amp=True, feature_cache="off", num_workers=8, log_every=50, image_every=2000, ckpt_every=5000),
     ),
 }

@@ -28,6 +28,11 @@ def _parse(value: str, like: Any) -> Any:
     return type(like)(value)
 
 
+# Settings renamed since checkpoints were first written: old key -> new key. Read back (a run's config.json,
+# a checkpoint's metadata, --set) under their new names, silently: the value means the same.
+RENAMED_KEYS = {"model.heads": "model.attention_heads", "encoder.head": "encoder.dense_head"}
+
+
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``section.field=value`` strings to a copy of ``cfg``; unknown keys are an error."""
     cfg = copy.deepcopy(cfg)
@@ -35,6 +40,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like section.field=value")
         key, value = item.split("=", 1)
+        key = RENAMED_KEYS.get(key.strip(), key)
         node: Any = cfg
         parts = key.strip().split(".")
         for i, part in enumerate(parts):
@@ -110,7 +116,7 @@ RANGES: dict[str, Range] = {
     "train.w_offset": _NONNEG, "train.lod_schedule": _SHARE, "train.coarser_share": _SHARE, "train.seed": _NONNEG,
     "train.num_workers": Range(0, 256), "train.log_every": _COUNT, "train.image_every": _COUNT, "train.ckpt_every": _COUNT,
     "train.keep": _NONNEG,
-    "model.token_dim": _COUNT, "model.local_dim": _COUNT, "model.dim": _COUNT, "model.layers": _COUNT, "model.heads": _COUNT,
+    "model.token_dim": _COUNT, "model.local_dim": _COUNT, "model.dim": _COUNT, "model.layers": _COUNT, "model.attention_heads": _COUNT,
     "model.mlp_ratio": _COUNT, "model.levels": Range(0, 3), "model.channels": Range(3, 256), "model.head_hidden": _COUNT,
     "model.max_offset": Range(0, 1), "model.shoulder_offset": Range(0, 1), "model.refiner_width": _COUNT,
     "model.refiner_depth": Range(0, 6), "model.background": _SHARE, "model.visibility_tol": _SHARE,
@@ -118,7 +124,7 @@ RANGES: dict[str, Range] = {
     "track.noise": Range(0, 1, True), "track.contour_weight": _NONNEG, "track.dense_weight": _NONNEG, "track.smooth": _NONNEG,
     "track.rigid_iters": _NONNEG, "track.full_iters": _NONNEG, "track.max_frames": _NONNEG, "track.face": Range(0, 7),
 }  # fmt: skip
-CHOICES: dict[str, tuple[str, ...]] = {"encoder.head": ("dpt", "bilinear"), "train.lpips_net": ("alex", "vgg", "squeeze")}
+CHOICES: dict[str, tuple[str, ...]] = {"encoder.dense_head": ("dpt", "bilinear"), "train.lpips_net": ("alex", "vgg", "squeeze")}
 
 
 def _fields(cfg: Config):
@@ -153,8 +159,8 @@ def validate(cfg: Config) -> Config:
                          "at least one must stay for training")  # fmt: skip
     if list(t.lod_schedule) != sorted(t.lod_schedule):
         raise ValueError(f"train.lod_schedule={t.lod_schedule} must be increasing (the fractions of the run where the level goes up)")
-    if cfg.model.dim % cfg.model.heads:
-        raise ValueError(f"model.dim={cfg.model.dim} must be divisible by model.heads={cfg.model.heads}")
+    if cfg.model.dim % cfg.model.attention_heads:
+        raise ValueError(f"model.dim={cfg.model.dim} must be divisible by model.attention_heads={cfg.model.attention_heads}")
     if cfg.encoder.image_size % 14:
         raise ValueError(f"encoder.image_size={cfg.encoder.image_size} must be a multiple of 14 (the ViT's patch size: 224, 518, ...)")
     return cfg
@@ -168,6 +174,7 @@ def config_from_dict(data: dict, like: Config | None = None) -> Config:
             raise ValueError(f"{where}: expected a section, got {values!r}")
         names = {f.name for f in dataclasses.fields(node)}
         for key, value in values.items():
+            key = RENAMED_KEYS.get(f"{where}.{key}".removeprefix("config."), key).rpartition(".")[2]
             if key not in names:
                 raise ValueError(f"{where} has no field {key!r}: the run's config.json was written by another omg_lite version")
             old = getattr(node, key)

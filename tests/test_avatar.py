@@ -59,7 +59,7 @@ def test_animate_changes_positions_only(avatar, clip, monkeypatch):
     monkeypatch.setattr(model.global_branch, "forward", count("global", model.global_branch.forward))
     monkeypatch.setattr(model.hierarchy, "forward", count("hierarchy", model.hierarchy.forward))
     monkeypatch.setattr(model.shoulder, "forward", count("shoulder", model.shoulder.forward))
-    for h in model.heads:
+    for h in model.gaussian_heads:
         monkeypatch.setattr(h, "forward", count("heads", h.forward))
     seen = []
     real_splat = omg_module.splat

@@ -42,7 +42,7 @@ def test_shapes_at_224_and_odd_sizes(small224, H, W):
 
 
 def test_shapes_at_518_with_bilinear_head():
-    enc = DinoEncoder(NAME, weights="random", image_size=518, local_size=296, head="bilinear", n_layers=1)
+    enc = DinoEncoder(NAME, weights="random", image_size=518, local_size=296, dense_head="bilinear", n_layers=1)
     out = enc(torch.rand(1, 3, 518, 518))
     assert out.tokens.shape == (1, 37 * 37, 384)
     assert out.local.shape == (1, 384, 296, 296)
@@ -66,9 +66,9 @@ def test_odd_size_is_resized_not_padded(small224):
 
 def test_frozen_backbone_trainable_head(small224):
     assert all(not p.requires_grad for p in small224.backbone.parameters())
-    assert all(p.requires_grad for p in small224.head.parameters())
+    assert all(p.requires_grad for p in small224.dense_head.parameters())
     small224.train()
-    assert not small224.backbone.training and small224.head.training
+    assert not small224.backbone.training and small224.dense_head.training
     small224.eval()
 
 

@@ -57,7 +57,7 @@ def tiny_head(seed: int = 0) -> HeadModel:
 
 
 def tiny_cfg(**kw) -> ModelConfig:
-    base = dict(token_dim=24, local_dim=12, dim=16, layers=1, heads=2, mlp_ratio=2, levels=2, channels=8, head_hidden=16,
+    base = dict(token_dim=24, local_dim=12, dim=16, layers=1, attention_heads=2, mlp_ratio=2, levels=2, channels=8, head_hidden=16,
                 refiner_width=8, refiner_depth=1)
     return ModelConfig(**{**base, **kw})
 
@@ -496,9 +496,9 @@ def test_standin_head_end_to_end_with_the_smoke_preset():
 def test_presets_build_and_name_consistent_widths(name):
     cfg = preset(name)
     m = cfg.model
-    local = m.token_dim if cfg.encoder.head == "bilinear" else cfg.encoder.local_dim
+    local = m.token_dim if cfg.encoder.dense_head == "bilinear" else cfg.encoder.local_dim
     assert m.local_dim == local and m.token_dim == {"vit_small_patch14_dinov2": 384, "vit_base_patch14_dinov2": 768}[cfg.encoder.name]
-    assert m.dim % m.heads == 0
+    assert m.dim % m.attention_heads == 0
     if name != "smoke":
         assert m.channels == 32
 

@@ -92,10 +92,10 @@ def test_paper_preset_one_step_at_lod2_on_the_cpu(paper_step):
     assert s.out.offsets.shape == (B, V0, 3)
     # the loss, and a gradient on every parameter the LOD-2 step uses (the heads of levels 0 and 1 sit it out)
     assert math.isfinite(s.loss.total.item()) and s.loss.total.item() > 0
-    idle = {n for n in s.grads if n.startswith(("model.heads.0.", "model.heads.1."))}
+    idle = {n for n in s.grads if n.startswith(("model.gaussian_heads.0.", "model.gaussian_heads.1."))}
     assert idle and all(s.grads[n] is None for n in idle)
     used = {n: g for n, g in s.grads.items() if n not in idle}
-    assert any(n.startswith("encoder.head.") for n in used) and any(n.startswith("model.refiner.") for n in used)
+    assert any(n.startswith("encoder.dense_head.") for n in used) and any(n.startswith("model.refiner.") for n in used)
     missing = [n for n, g in used.items() if g is None or not torch.isfinite(g).all() or not g.any()]
     assert not missing, f"no (finite, non-zero) gradient: {missing[:5]}"
     assert not any(p.requires_grad for p in encoder.backbone.parameters())

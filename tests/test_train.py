@@ -97,9 +97,9 @@ def tiny_encoder(local_dim: int = 8) -> DinoEncoder:
     """A DinoEncoder with random weights at 28 pixels (its dense head initialised from the global RNG)."""
     if not _ENCODER:  # building the random ViT-S is the slow part: build it once, copy it
         with torch.random.fork_rng(devices=[]):
-            _ENCODER.append(DinoEncoder(weights="random", image_size=28, local_size=16, local_dim=8, head="dpt", n_layers=2))
+            _ENCODER.append(DinoEncoder(weights="random", image_size=28, local_size=16, local_dim=8, dense_head="dpt", n_layers=2))
     encoder = copy.deepcopy(_ENCODER[0])
-    encoder.head = DenseHead(encoder.backbone.embed_dim, local_dim, 2, 16)
+    encoder.dense_head = DenseHead(encoder.backbone.embed_dim, local_dim, 2, 16)
     encoder.local_dim = local_dim
     return encoder
 
@@ -271,12 +271,34 @@ def test_checkpoint_excludes_the_frozen_backbone_and_loads_without_pickle(short_
     run, t = short_run
     tensors, meta = load_weights(run / "checkpoints" / "step_000002.safetensors")
     assert not any(k.startswith("encoder.backbone.") for k in tensors)
-    assert any(k.startswith("encoder.head.") for k in tensors) and "model.to_rgb.weight" in tensors
+    assert any(k.startswith("encoder.dense_head.") for k in tensors) and "model.to_rgb.weight" in tensors
     torch.testing.assert_close(tensors["model.to_rgb.weight"], t.net.model.to_rgb.weight.detach())
     assert json.loads(meta["config"])["config"]["train"]["steps"] == 2
     assert json.loads((run / "config.json").read_text())["config"]["train"]["steps"] == 2
     state = torch.load(run / "checkpoints" / "step_000002.state.pt", weights_only=True)
     assert state["step"] == 2 and "optimizer" in state and "rng" in state
+
+
+def test_a_checkpoint_written_before_the_renames_loads_under_the_new_names():
+    """The shipped checkpoint predates model.heads -> model.attention_heads, encoder.head -> encoder.dense_head (config)
+    and the modules model.heads -> model.gaussian_heads, encoder.head -> encoder.dense_head (state dict)."""
+    from safetensors import safe_open
+
+    from omg_lite.config_parse import config_from_dict
+
+    path = Path(__file__).parents[1] / "data_samples" / "lite" / "step_000800.safetensors"
+    with safe_open(str(path), "pt") as f:  # the file as written, read by safetensors itself
+        raw = {k: f.get_tensor(k) for k in f.keys()}
+        record = json.loads(f.metadata()["config"])["config"]
+    assert any(k.startswith("model.heads.") for k in raw) and "heads" in record["model"] and "head" in record["encoder"]
+    tensors, _ = load_weights(path)
+    new = lambda k: k.replace("model.heads.", "model.gaussian_heads.", 1).replace("encoder.head.", "encoder.dense_head.", 1)  # noqa: E731
+    assert tensors.keys() == {new(k) for k in raw} and all(torch.equal(tensors[new(k)], t) for k, t in raw.items())
+    cfg = config_from_dict(record)
+    assert (cfg.model.attention_heads, cfg.encoder.dense_head) == (record["model"]["heads"], record["encoder"]["head"])
+    assert apply_overrides(cfg, ["model.heads=2"]).model.attention_heads == 2  # the old --set name too
+    net = AvatarModel.load(path, device="cpu")
+    assert all(torch.equal(net.state_dict()[new(k)], t) for k, t in raw.items())
 
 
 def test_heldout_metrics_are_computed_on_the_heldout_identities(clips, tmp_path):

@@ -423,9 +423,9 @@ def test_bad_track_settings_are_one_line(tmp_path, capfd, monkeypatch, setting, 
 @pytest.mark.parametrize("settings, says", [
     (["train.steps=0"], "would train nothing"),
     (["train.heldout=3"], "holds out all of the train.synth_identities=3"),
-    (["model.heads=3"], "must be divisible by model.heads=3"),
+    (["model.attention_heads=3"], "must be divisible by model.attention_heads=3"),
     (["train.lod_schedule=0.8,0.2"], "must be increasing"),
-    (["encoder.head=cnn"], "choose one of dpt, bilinear"),
+    (["encoder.dense_head=cnn"], "choose one of dpt, bilinear"),
 ])  # fmt: skip
 def test_meaningless_training_settings_are_refused(tmp_path, capfd, monkeypatch, settings, says):
     _no_work(monkeypatch)

@@ -164,7 +164,7 @@ class DinoEncoder(nn.Module):
 
     ``image_size`` must be a multiple of the patch size 14 (224, 518, ...). ``layers`` picks the
     blocks whose tokens feed the dense head (default: four evenly spaced, ending at the last).
-    ``head`` is ``"dpt"`` (learned, ``local_dim`` channels) or ``"bilinear"`` (C' = C).
+    ``dense_head`` is ``"dpt"`` (learned, ``local_dim`` channels) or ``"bilinear"`` (C' = C).
     """
 
     def __init__(  # the defaults are config.EncoderConfig's (one default per setting)
@@ -174,7 +174,7 @@ class DinoEncoder(nn.Module):
         image_size: int = _DEFAULT.image_size,
         local_size: int = _DEFAULT.local_size,
         local_dim: int = _DEFAULT.local_dim,
-        head: str = _DEFAULT.head,
+        dense_head: str = _DEFAULT.dense_head,
         n_layers: int = _DEFAULT.n_layers,
         frozen: bool = _DEFAULT.frozen,
     ):
@@ -183,8 +183,8 @@ class DinoEncoder(nn.Module):
             raise ValueError(f"unknown encoder {name!r}; choose one of {MODELS}")
         if image_size <= 0 or image_size % 14:
             raise ValueError(f"encoder image_size must be a positive multiple of 14 (224, 518, ...), got {image_size}")
-        if head not in ("dpt", "bilinear"):
-            raise ValueError(f"encoder head must be 'dpt' or 'bilinear', got {head!r}")
+        if dense_head not in ("dpt", "bilinear"):
+            raise ValueError(f"encoder dense_head must be 'dpt' or 'bilinear', got {dense_head!r}")
         self.name, self.image_size, self.frozen = name, image_size, frozen
         self.backbone, self.weights_source, self._weights_id = self._build(name, weights, image_size)
         depth = len(self.backbone.blocks)
@@ -192,8 +192,8 @@ class DinoEncoder(nn.Module):
             raise ValueError(f"encoder n_layers must be in 1..{depth}, got {n_layers}")
         self.layer_ids = [round(depth * (i + 1) / n_layers) - 1 for i in range(n_layers)]
         C = self.backbone.embed_dim
-        self.head = DenseHead(C, local_dim, n_layers, local_size) if head == "dpt" else BilinearHead(local_size)
-        self.local_dim = local_dim if head == "dpt" else C
+        self.dense_head = DenseHead(C, local_dim, n_layers, local_size) if dense_head == "dpt" else BilinearHead(local_size)
+        self.local_dim = local_dim if dense_head == "dpt" else C
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if frozen:
@@ -282,7 +282,7 @@ class DinoEncoder(nn.Module):
 
     def decode(self, feats: BackboneFeatures) -> EncoderOutput:
         """Backbone features (fresh or cached) -> tokens, identity and the dense local map."""
-        return EncoderOutput(feats.tokens, feats.identity, self.head(feats.layers))
+        return EncoderOutput(feats.tokens, feats.identity, self.dense_head(feats.layers))
 
     def forward(self, image: Tensor) -> EncoderOutput:  # image [B, 3, H, W] in [0, 1]
         return self.decode(self.backbone_features(image))
@@ -296,7 +296,7 @@ def build_encoder(cfg) -> DinoEncoder:
         image_size=cfg.image_size,
         local_size=cfg.local_size,
         local_dim=cfg.local_dim,
-        head=cfg.head,
+        dense_head=cfg.dense_head,
         n_layers=cfg.n_layers,
         frozen=cfg.frozen,
     )

@@ -192,8 +192,8 @@ class OMGModel(nn.Module):
             raise ValueError("model.use_global and model.use_local cannot both be off: the Gaussian heads would have no input")
         if cfg.levels < 0:
             raise ValueError(f"model.levels must be >= 0, got {cfg.levels}")
-        if cfg.dim % cfg.heads:
-            raise ValueError(f"model.dim={cfg.dim} must be divisible by model.heads={cfg.heads}")
+        if cfg.dim % cfg.attention_heads:
+            raise ValueError(f"model.dim={cfg.dim} must be divisible by model.attention_heads={cfg.attention_heads}")
         self.cfg = cfg
         self.token_dim, self.local_dim = cfg.token_dim, cfg.local_dim
         self.__dict__["head"] = head  # used, not owned (see the module docstring)
@@ -207,12 +207,12 @@ class OMGModel(nn.Module):
         self.register_buffer("background", background, persistent=False)  # [C]
 
         if cfg.use_global:
-            self.global_branch = GlobalBranch(V0, cfg.token_dim, cfg.dim, cfg.layers, cfg.heads, cfg.mlp_ratio)
+            self.global_branch = GlobalBranch(V0, cfg.token_dim, cfg.dim, cfg.layers, cfg.attention_heads, cfg.mlp_ratio)
             self.offset_head = OffsetHead(cfg.dim, cfg.max_offset)
         self.hierarchy = Hierarchy(
             cfg.levels, cfg.dim, cfg.local_dim, cfg.use_global, cfg.use_local, cfg.use_visibility, cfg.visibility_tol
         )
-        self.heads = nn.ModuleList(GaussianHead(cfg.dim, cfg.head_hidden, cfg.channels) for _ in range(cfg.levels + 1))
+        self.gaussian_heads = nn.ModuleList(GaussianHead(cfg.dim, cfg.head_hidden, cfg.channels) for _ in range(cfg.levels + 1))
         if cfg.use_shoulder:
             self.shoulder = ShoulderBranch(cfg.local_dim, cfg.head_hidden, cfg.channels, cfg.shoulder_offset)
             # [F] faces of the neck band under the collar, left out of the head mask in M_s
@@ -260,7 +260,7 @@ class OMGModel(nn.Module):
         fused = self.hierarchy(self.sub, F0, V0, enc.local if cfg.use_local else None, camera, depth, levels)
         return GaussianSet(
             lod=lod,
-            levels={L.k: self.heads[L.k](L.F_h, self.base_scale[L.k]) for L in fused},
+            levels={L.k: self.gaussian_heads[L.k](L.F_h, self.base_scale[L.k]) for L in fused},
             source_means={L.k: L.vertices for L in fused},
             offsets=offsets,
             shape=source.shape,

@@ -113,7 +113,16 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
         raise ValueError(f"checkpoint {path} has format version {meta.get('version')!r}; this omg_lite reads version {VERSION}")
     if tensors_digest(tensors) != meta.get("sha256"):
         raise ValueError(f"checkpoint {path} is corrupt: its tensors do not match the checksum written with them; to resume from an earlier checkpoint write its name (e.g. step_000500) into checkpoints/latest, or retrain")
-    return tensors, meta
+    return {_renamed(k): t for k, t in tensors.items()}, meta
+
+
+# Modules renamed since checkpoints were first written: old state-dict prefix -> new one (the tensors are the same).
+RENAMED_PREFIXES = {"model.heads.": "model.gaussian_heads.", "encoder.head.": "encoder.dense_head."}
+
+
+def _renamed(key: str) -> str:
+    old = next((p for p in RENAMED_PREFIXES if key.startswith(p)), None)
+    return key if old is None else RENAMED_PREFIXES[old] + key[len(old):]
 
 
 def load_state(path: str | os.PathLike) -> dict:
