@@ -91,7 +91,7 @@ class Avatar:
         rgb = read_image(photo) if isinstance(photo, (str, Path)) else np.asarray(photo)
         cfg = track_config(net)
         t0 = time.perf_counter()
-        r = _track(lambda: [rgb], cfg, net.head, video=False, role=f"source photo {photo if isinstance(photo, (str, Path)) else '(array)'}")
+        r = _track(lambda: [rgb], cfg, net.head_model, video=False, role=f"source photo {photo if isinstance(photo, (str, Path)) else '(array)'}")
         crop, _ = r.crop.apply(to_rgb_uint8(rgb))
         with PortraitSegmenter() as seg:
             mask = seg(crop)
@@ -179,8 +179,8 @@ class Avatar:
     def driving_params(self, driver, max_frames: int = MAX_FRAMES) -> HeadParams:
         """Per-frame parameters [M] that drive this avatar: the source's identity, the driver's motion
         (HeadParams are used as given, "absolute"; other drivers follow their own translation mode)."""
-        d = load_driver(driver, self.net.head, track_config(self.net), max_frames)
-        return retarget(self.net.head, self.source.params, d.params.to(self.net.device), d.translation)
+        d = load_driver(driver, self.net.head_model, track_config(self.net), max_frames)
+        return retarget(self.net.head_model, self.source.params, d.params.to(self.net.device), d.translation)
 
     @torch.no_grad()
     def render(self, params: HeadParams, camera: Camera | None = None, lod: int | None = None) -> ModelOutput:

@@ -136,7 +136,7 @@ def run_demo(image: str | Path | None = None, driver: str | Path | None = None, 
     t0 = time.perf_counter()
     net = net or AvatarModel.load(checkpoint, preset)
     load_s = time.perf_counter() - t0
-    d = load_driver(driver, net.head, net.cfg, max_frames)  # a bad driver fails before the expensive part
+    d = load_driver(driver, net.head_model, net.cfg, max_frames)  # a bad driver fails before the expensive part
     ff, avatar = source_avatar(net, image, avatar, fit, progress)
     warm = Avatar.reconstruct(net, avatar.source, avatar.gaussians.lod).seconds  # again, past first-call costs
     params = avatar.driving_params(d, max_frames)
@@ -270,7 +270,7 @@ def reenact(checkpoint: str | Path | None, source: str | Path, driver: str | Pat
     lod = net.model.levels if lod is None else lod
     if not 0 <= lod <= net.model.levels:
         raise ValueError(f"--lod {lod}: this model has levels 0..{net.model.levels}")
-    d = load_driver(driver, net.head, net.cfg, max_frames)
+    d = load_driver(driver, net.head_model, net.cfg, max_frames)
     _, av = source_avatar(net, source, avatar, fit, progress)
     av.lod = lod
     frames = to_uint8(av.animate(d, size=size, progress=progress))

@@ -213,13 +213,13 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
         if fit_frames >= len(c) - 1:
             raise ValueError(f"--fit-frames {fit_frames}: clip {c.name} has {len(c)} valid frames (after --max-frames), and the "
                              f"half-clip protocol needs a source, N fitting frames and one to score: pass --fit-frames {len(c) - 2} or less")
-    if any(c.params.expression.shape[1] != net.head.n_expr or c.params.shape.shape[1] != net.head.n_shape for c in clips):
-        raise ValueError(f"the clips under {data} were made with another head model ({net.head.n_shape} shape / "
-                         f"{net.head.n_expr} expression coefficients expected)")
+    if any(c.params.expression.shape[1] != net.head_model.n_expr or c.params.shape.shape[1] != net.head_model.n_shape for c in clips):
+        raise ValueError(f"the clips under {data} were made with another head model ({net.head_model.n_shape} shape / "
+                         f"{net.head_model.n_expr} expression coefficients expected)")
     bg = net.cfg.model.background
     target = lambda c, i: composite(c.rgb[i], c.mask[i], bg)  # noqa: E731 - I_d = M rgb + (1 - M) bg
     metrics = ImageMetrics(net.device)
-    mm = MotionMetrics(net.head, track_config(net)) if motion else None
+    mm = MotionMetrics(net.head_model, track_config(net)) if motion else None
     idm = IdentityMetric() if identity else None
     acc: dict[tuple, list[dict]] = {}  # (setting, method, lod) -> one score dict per clip
     reports = []  # the personalisation fits (FitReport), one per clip
@@ -242,14 +242,14 @@ def evaluate(net: AvatarModel, data: str | Path, lods: list[int] | None = None, 
                 reports.append(avatars[-1][1].fit)
             drv = torch.arange(1 + fit_frames, len(c))
             truth = target(c, drv).to(net.device)
-            face = face_region(net.head, c.params[drv], c.camera[drv], c.mask[drv].to(net.device))  # [M, 1, S, S] A
+            face = face_region(net.head_model, c.params[drv], c.camera[drv], c.mask[drv].to(net.device))  # [M, 1, S, S] A
             src = target(c, torch.zeros_like(drv)).to(net.device)
             lm, lm_fit = fits[ci]
             settings = [("self", c, drv, c.params[drv], c.camera[drv], truth, face, lm, lm_fit)]
             if cross and len(clips) > 1:
                 d = clips[(ci + 1) % len(clips)]
                 dlm, dfit = fits[(ci + 1) % len(clips)]
-                params = retarget(net.head, c.params[0:1], d.params, "neck")
+                params = retarget(net.head_model, c.params[0:1], d.params, "neck")
                 settings.append(("cross", d, torch.arange(len(d)), params, avatar.camera(), None, None, dlm, dfit))
             for name, d, idx, params, cams, gt, face, dlm, dfit in settings:
                 dl = None if dlm is None else dlm[idx.numpy()]

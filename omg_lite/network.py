@@ -19,6 +19,7 @@ the head model (the FLAME layer), under the keys ``encoder.*`` and ``model.*``.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -162,9 +163,15 @@ class AvatarModel(nn.Module):
         return next(self.parameters()).device
 
     @property
-    def head(self):
+    def head_model(self):
         """The head model (the FLAME layer) the OMG model poses."""
-        return self.model.head
+        return self.model.head_model
+
+    @property
+    def head(self):
+        """Deprecated: the old name of :attr:`head_model`."""
+        warnings.warn("AvatarModel.head is deprecated: use AvatarModel.head_model (the FLAME layer)", DeprecationWarning, stacklevel=2)
+        return self.head_model
 
     @property
     def image_size(self) -> int:
@@ -173,7 +180,7 @@ class AvatarModel(nn.Module):
 
     def frozen(self) -> list[nn.Module]:
         """The parts no step trains and no checkpoint stores: the backbone and the head model."""
-        head = getattr(self.model, "head", None)
+        head = getattr(self.model, "head_model", None)
         return [self.encoder.backbone] + ([head] if isinstance(head, nn.Module) else [])
 
     def trainable_state(self) -> dict[str, Tensor]:

@@ -280,13 +280,13 @@ def clip_frames(avatar, rgb: Tensor, mask: Tensor, params: HeadParams, camera: C
     dev = avatar.net.device
     bg = avatar.net.cfg.model.background
     rgb, mask, camera = rgb.to(dev), mask.to(dev), camera.to(dev)
-    final = retarget(avatar.net.head, avatar.source.params, params.to(dev), "absolute")
+    final = retarget(avatar.net.head_model, avatar.source.params, params.to(dev), "absolute")
     if not head_only:
         return FitFrames(rgb * mask + bg * (1 - mask), final, camera)
     H, W = rgb.shape[-2:]
     with torch.no_grad():
-        verts = avatar.net.head(final).vertices  # [M, V, 3]
-        frags = rasterize(camera.world_to_camera(verts), avatar.net.head.faces, camera.K, H, W)
+        verts = avatar.net.head_model(final).vertices  # [M, V, 3]
+        frags = rasterize(camera.world_to_camera(verts), avatar.net.head_model.faces, camera.K, H, W)
         r = max(1, H // 16)  # the hair around the head
         weight = Fn.max_pool2d(head_mask(frags, getattr(avatar.net.model, "collar", None))[:, None].float(), 2 * r + 1, 1, r)
     return FitFrames(rgb * mask + bg * (1 - mask), final, camera, weight)
@@ -306,7 +306,7 @@ def video_frames(avatar, video, max_frames: int, fit_frames: int) -> FitFrames:
     info = video_info(video)
     if info["frames"] > max_frames:
         raise ValueError(f"--video {video} has {info['frames']} frames, more than --max-frames {max_frames}: pass a larger --max-frames or a shorter clip")
-    r = _track(lambda: read_frames(video, max_frames), track_config(avatar.net), avatar.net.head, video=True, role=f"clip {video}")
+    r = _track(lambda: read_frames(video, max_frames), track_config(avatar.net), avatar.net.head_model, video=True, role=f"clip {video}")
     valid = np.flatnonzero(r.valid)
     keep = set(valid[np.linspace(0, len(valid) - 1, min(fit_frames, len(valid))).round().astype(int)].tolist())
     crops, masks = [], []

@@ -135,7 +135,7 @@ def driver(net, spec: str | Path | None = None):
     """The committed driving sequence (or ``spec``: a clip, video, image or params file) for ``net``'s head model."""
     from omg_lite.drivers import load_driver
 
-    return load_driver(DRIVER if spec is None else spec, net.head, net.cfg)
+    return load_driver(DRIVER if spec is None else spec, net.head_model, net.cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

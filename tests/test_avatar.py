@@ -90,7 +90,7 @@ def test_animate_changes_positions_only(avatar, clip, monkeypatch):
 
 
 def test_lod_switch_counts_and_limits(net, clip, avatar):
-    head = net.head
+    head = net.head_model
     mesh = trimesh.Trimesh(head.v_template.numpy(), head.faces.numpy(), process=False)
     v1, f1 = trimesh.remesh.subdivide(mesh.vertices, mesh.faces)
     v2, _ = trimesh.remesh.subdivide(v1, f1)
@@ -107,12 +107,12 @@ def test_lod_switch_counts_and_limits(net, clip, avatar):
 def test_positions_are_the_subdivided_posed_head(net, clip):
     cfg = copy.deepcopy(net.cfg)
     cfg.model.use_global = False  # no offsets: positions are the head model's own mesh
-    plain = AvatarModel(cfg, "smoke", net.encoder, OMGModel(cfg.model, net.head).eval(), "test")
+    plain = AvatarModel(cfg, "smoke", net.encoder, OMGModel(cfg.model, net.head_model).eval(), "test")
     av = Avatar.from_frame(clip.rgb[0], clip.params[0:1], clip.camera[0:1], clip.mask[0, 0], net=plain, lod=1)
     drv = clip.params[2:3]
-    V0 = net.head(drv).vertices[0].numpy()
+    V0 = net.head_model(drv).vertices[0].numpy()
     assert np.allclose(av.positions(drv, 0)[0].numpy(), V0, atol=1e-6)
-    v1, _ = trimesh.remesh.subdivide(V0, net.head.faces.numpy())
+    v1, _ = trimesh.remesh.subdivide(V0, net.head_model.faces.numpy())
     p1 = av.positions(drv, 1)[0].numpy()
     assert p1.shape == v1.shape
     from scipy.spatial import cKDTree
@@ -122,13 +122,13 @@ def test_positions_are_the_subdivided_posed_head(net, clip):
 
 def test_neck_placement_reproduces_the_synthetic_worlds_translation(net):
     params = read_clip(clip_folders(SYNTH)[1], 64).params
-    placed = retarget(net.head, params[0:1], params[1:], "neck")
+    placed = retarget(net.head_model, params[0:1], params[1:], "neck")
     assert torch.allclose(placed.translation, params.translation[1:], atol=1e-5)  # synth keeps the neck ring fixed
     assert torch.equal(placed.expression, params.expression[1:]) and torch.equal(placed.pose, params.pose[1:])
-    same = retarget(net.head, params[0:1], params[1:], "absolute")
+    same = retarget(net.head_model, params[0:1], params[1:], "absolute")
     assert torch.equal(same.translation, params.translation[1:])
     with pytest.raises(ValueError, match="translation mode"):
-        retarget(net.head, params[0:1], params[1:], "relative")
+        retarget(net.head_model, params[0:1], params[1:], "relative")
 
 
 @pytest.mark.slow  # 4 reconstructions + 12 renders of the lite model: ~45 s on the shared 2-core CPU
@@ -167,7 +167,7 @@ def test_synthetic_path_closed_form():
 
 
 def test_driver_bad_inputs(net, tmp_path):
-    head, cfg = net.head, net.cfg
+    head, cfg = net.head_model, net.cfg
     other = HeadParams.zeros(3, 100, 50)
     with pytest.raises(ValueError, match="another head model"):
         load_driver(other, head, cfg)

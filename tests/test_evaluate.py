@@ -65,7 +65,7 @@ def test_akd_of_a_known_shift():
 def test_motion_metrics_through_the_detector(run):
     net = AvatarModel.load(run, device="cpu")
     clip = read_clip(clip_folders(SYNTH)[0], 256, max_frames=2)
-    mm = MotionMetrics(net.head, net.cfg)
+    mm = MotionMetrics(net.head_model, net.cfg)
     try:
         lm, fit = mm.driver(clip)
         same = mm.scores(clip.rgb, lm, fit, ground_truth=True)

@@ -49,12 +49,12 @@ def test_rotmat_to_quat_matches_scipy():
 
 
 def test_attached_gaussians_are_above_the_neck_joint(avatar):
-    s, head = avatar.gaussians.shoulders, avatar.net.head
+    s, head = avatar.gaussians.shoulders, avatar.net.head_model
     neck_y = head(avatar.source.params).joints[0, NECK, 1]
     on, torso = s.attached[0], s.valid[0] & ~s.attached[0]
     assert on.any() and torso.any()
     assert (s.means[0][on][:, 1] > neck_y).all()
-    x = avatar.net.head(avatar.source.params).vertices[0][~head.regions["neck"], 0]
+    x = avatar.net.head_model(avatar.source.params).vertices[0][~head.regions["neck"], 0]
     beside = (s.means[0][:, 0] - (x.max() + x.min()) / 2).abs() <= 1.3 * (x.max() - x.min()) / 2
     candidates = s.valid[0] & (s.means[0][:, 1] > neck_y) & beside  # above the neck joint, beside the head
     assert not (on & ~candidates).any()
@@ -71,7 +71,7 @@ def test_hair_turns_rigidly_with_the_head_and_the_torso_stays(avatar):
     drv = _turned(src, 30.0)
     means, quats = model._moved_shoulders(gs, drv, 1)
     on = s.attached[0]
-    J = avatar.net.head(src).joints[0, NECK].double()  # the neck joint does not move when only the neck turns
+    J = avatar.net.head_model(src).joints[0, NECK].double()  # the neck joint does not move when only the neck turns
     root = Rotation.from_rotvec(src.pose[0, :3].numpy())
     R_rel = (root * Rotation.from_rotvec(drv.pose[0, 3:6].numpy()) * (root * Rotation.from_rotvec(src.pose[0, 3:6].numpy())).inv()).as_matrix()
     R_rel = torch.as_tensor(R_rel)
@@ -147,7 +147,7 @@ def test_the_split_attaches_the_true_hair_and_no_torso(hair_world):
     from omg_lite.synth import SynthDataset
 
     ds = SynthDataset(hair_world)
-    head = AvatarModel.untrained("smoke", device="cpu").head
+    head = AvatarModel.untrained("smoke", device="cpu").head_model
     hair_in, hair_on, torso_in, torso_on = 0, 0, 0, 0
     for k in range(len(ds)):
         item = ds[k]
@@ -166,7 +166,7 @@ def test_a_collar_beside_the_chin_stays_with_the_torso(hair_world):
     (above the neck joint and beside the head) attached it; the hair split leaves it, and still takes the hair."""
     from omg_lite.synth import SynthDataset
 
-    head = AvatarModel.untrained("smoke", device="cpu").head
+    head = AvatarModel.untrained("smoke", device="cpu").head_model
     item = SynthDataset(hair_world)[0]
     _, _, plane, o = _split(head, item, item["mask"])
     y, x = plane.points[0, ..., 1], plane.points[0, ..., 0]

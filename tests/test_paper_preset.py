@@ -84,7 +84,7 @@ def test_paper_preset_one_step_at_lod2_on_the_cpu(paper_step):
     assert encoder.name == "vit_base_patch14_dinov2" and encoder.backbone.embed_dim == 768 and encoder.image_size == 518
     assert (model.cfg.channels, model.cfg.refiner_width, model.cfg.refiner_depth, cfg.train.image_size) == (32, 32, 3, 512)
     assert s.trainer.lod(0) == 2 and model.levels == 2
-    B, V0 = 1, model.head.num_vertices
+    B, V0 = 1, model.head_model.num_vertices
     assert s.enc.tokens.shape == (B, 37 * 37, 768) and s.enc.identity.shape == (B, 768)  # 518 / 14 = 37
     assert s.enc.local.shape == (B, 128, 296, 296)  # F_local sampled at 296x296
     assert s.out.feature_image.shape == (B, 32, 512, 512)

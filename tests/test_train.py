@@ -299,6 +299,8 @@ def test_a_checkpoint_written_before_the_renames_loads_under_the_new_names():
     assert apply_overrides(cfg, ["model.heads=2"]).model.attention_heads == 2  # the old --set name too
     net = AvatarModel.load(path, device="cpu")
     assert all(torch.equal(net.state_dict()[new(k)], t) for k, t in raw.items())
+    with pytest.warns(DeprecationWarning, match="head_model"):
+        assert net.head is net.head_model  # AvatarModel.head: the old name of the FLAME layer
 
 
 def test_heldout_metrics_are_computed_on_the_heldout_identities(clips, tmp_path):

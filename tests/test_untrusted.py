@@ -720,7 +720,7 @@ def test_no_face_says_whether_the_source_or_the_driver_failed(tmp_path, run):
     with pytest.raises(NoFaceError, match=f"^source photo {re.escape(str(blank))}: no face"):
         Avatar.from_image(blank, net=net)
     with pytest.raises(NoFaceError, match=f"^driver {re.escape(str(blank))}: no face"):
-        load_driver(blank, net.head, net.cfg)
+        load_driver(blank, net.head_model, net.cfg)
 
 
 # ------------------------------------------------------------------ the fuzz-style batch through the CLI

@@ -82,7 +82,7 @@ class EnactBench(Bench):
         rows = [{"stage": "reconstruct", "size": self.size, "device": str(dev), "threads": torch.get_num_threads(), "load_avg": round(os.getloadavg()[0], 1),
                  "seconds": median("encoder") + median("reconstruct"), "encoder_s": median("encoder"), "model_s": median("reconstruct"),
                  "target": f"<= {TARGET_RECONSTRUCTION_S:g} s", "model": net.label}]
-        head = net.head
+        head = net.head_model
         path = synthetic_path(self.frames + self.warmup, head.n_shape, head.n_expr)
         params = retarget(head, avatar.source.params, path.to(dev), "neck")
         cam = avatar.camera(self.size)

@@ -142,7 +142,7 @@ def enact_fps(preset: str, lod: int, size: int, device: str, frames: int = 5) ->
         warnings.simplefilter("ignore")
         net = AvatarModel.untrained(preset, device)
         avatar = synthetic_avatar(net)
-    head = net.head
+    head = net.head_model
     params = retarget(head, avatar.source.params, synthetic_path(frames + 1, head.n_shape, head.n_expr).to(net.device), "neck")
     fps, _ = EnactBench(frames=frames, warmup=1)._fps(avatar, params, avatar.camera(size), lod)
     return fps

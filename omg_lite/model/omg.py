@@ -196,7 +196,7 @@ class OMGModel(nn.Module):
             raise ValueError(f"model.dim={cfg.dim} must be divisible by model.attention_heads={cfg.attention_heads}")
         self.cfg = cfg
         self.token_dim, self.local_dim = cfg.token_dim, cfg.local_dim
-        self.__dict__["head"] = head  # used, not owned (see the module docstring)
+        self.__dict__["head_model"] = head  # used, not owned (see the module docstring)
         V0 = head.num_vertices
         self.sub = Subdivider(head.faces, V0, cfg.levels)
         template = self.sub.pyramid(head.v_template[None])  # K + 1 x [1, V_k, 3]
@@ -222,7 +222,7 @@ class OMGModel(nn.Module):
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        self.head._apply(fn)
+        self.head_model._apply(fn)
         return self
 
     @property
@@ -250,12 +250,12 @@ class OMGModel(nn.Module):
         B = source.batch
         cfg = self.cfg
         F0 = self.global_branch(enc.tokens, enc.identity) if cfg.use_global else None  # [B, V_0, D]
-        offsets = self.offset_head(F0) if cfg.use_global else enc.tokens.new_zeros(B, self.head.num_vertices, 3)
+        offsets = self.offset_head(F0) if cfg.use_global else enc.tokens.new_zeros(B, self.head_model.num_vertices, 3)
         V0, posed = self._vertices(source, offsets)  # [B, V_0, 3]
         depth = None
         if cfg.use_visibility or cfg.use_shoulder:
             verts_cam = camera.world_to_camera(V0.detach().float())
-            depth = DepthBuffer(verts_cam, self.head.faces, camera.K.float(), camera.height, camera.width)
+            depth = DepthBuffer(verts_cam, self.head_model.faces, camera.K.float(), camera.height, camera.width)
         levels = list(range(lod + 1)) if keep_coarser else [lod]
         fused = self.hierarchy(self.sub, F0, V0, enc.local if cfg.use_local else None, camera, depth, levels)
         return GaussianSet(
@@ -269,8 +269,8 @@ class OMGModel(nn.Module):
 
     def _vertices(self, params: HeadParams, offsets: Tensor) -> tuple[Tensor, HeadOutput]:
         """LBS(T + B_S + B_P + B_E + o) + t: the refined level-0 mesh [B, V_0, 3], and the head model's pass it came from."""
-        posed = self.head(params)
-        return posed.vertices + posed_offsets(self.head, params.pose, offsets), posed
+        posed = self.head_model(params)
+        return posed.vertices + posed_offsets(self.head_model, params.pose, offsets), posed
 
     def _shoulders(self, F_local: Tensor, portrait_mask: Tensor, depth: DepthBuffer, camera: Camera, V0: Tensor,
                    posed: HeadOutput) -> ShoulderGaussians:
@@ -283,7 +283,7 @@ class OMGModel(nn.Module):
         G, t = neck_transform(posed)  # [B, 3, 3], [B, 3]
         rest = (S.means - t[:, None]) @ G  # G^T (p - t), as rows
         q_rest = quat_mul(rotmat_to_quat(G).mul(torch.tensor([1.0, -1, -1, -1], device=G.device))[:, None], S.attributes.quats)
-        neck = self.head.regions.get("neck")  # a head model without regions: its whole extent
+        neck = self.head_model.regions.get("neck")  # a head model without regions: its whole extent
         x = V0.detach()[..., 0] if neck is None else V0.detach()[:, ~neck, 0]  # [B, V'] the head's horizontal extent, neck left out
         on = head_attached(plane.mask, plane.points, posed.joints[:, NECK, 1], x, V0.detach()[..., 1].amax(1))  # [B, h, w]
         index = plane.packed()[3]  # [B, N_s] the grid pixel of each shoulder Gaussian (raster order, as the branch packs them)
@@ -297,7 +297,7 @@ class OMGModel(nn.Module):
         if s.attached is None or not bool(s.attached.any()):
             return means, quats
         if posed is None:  # render passes the head model's pass it already made for the positions
-            posed = self.head(HeadParams(_expand(gs.shape, B), driver.expression, driver.pose, driver.translation))
+            posed = self.head_model(HeadParams(_expand(gs.shape, B), driver.expression, driver.pose, driver.translation))
         G, t = neck_transform(posed)  # the driver's head motion
         on = _expand(s.attached, B)[..., None]
         moved = _expand(s.rest_means, B) @ G.transpose(1, 2) + t[:, None]  # T_d(T_s^{-1}(p_s))

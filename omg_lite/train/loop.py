@@ -305,7 +305,7 @@ class Trainer:
             raise ValueError(f"no {split} pairs to evaluate: set train.heldout > 0 (identities held out from training)")
         lod = self.cfg.model.levels if lod is None else lod
         metrics = ImageMetrics(dev)
-        head = getattr(self.net.model, "head", None)  # a stand-in model without one: whole-image figures only
+        head = getattr(self.net.model, "head_model", None)  # a stand-in model without one: whole-image figures only
         scores: dict[str, list[Tensor]] = {}
         self.net.eval()
         try:

@@ -143,7 +143,7 @@ def live_avatar(avatar, expression_components: int = 4, size: int | None = None)
         pose[0, 6] = jaw.value
         turn = rodrigues(torch.tensor([[0.0, np.radians(yaw.value), 0.0]], dtype=pose.dtype, device=pose.device))
         pose[0, 0:3] = _axis_angle(turn[0] @ rodrigues(base.pose[:, 0:3])[0]).to(pose)  # an extra yaw of the root joint
-        params = retarget(avatar.net.head, base, HeadParams(base.shape, expression, pose, base.translation), "neck")
+        params = retarget(avatar.net.head_model, base, HeadParams(base.shape, expression, pose, base.translation), "neck")
         out = avatar.render(params, avatar.camera(size), lod.value)
         buf = io.BytesIO()
         Image.fromarray(to_uint8(out.refined)[0]).resize((256, 256), Image.BILINEAR).save(buf, format="png")
