@@ -286,7 +286,9 @@ def test_a_checkpoint_written_before_the_renames_loads_under_the_new_names():
 
     from omg_lite.config_parse import config_from_dict
 
-    path = Path(__file__).parents[1] / "data_samples" / "lite" / "step_000800.safetensors"
+    from omg_lite.network import DEFAULT_CHECKPOINT, resolve_checkpoint
+
+    path = resolve_checkpoint(DEFAULT_CHECKPOINT)
     with safe_open(str(path), "pt") as f:  # the file as written, read by safetensors itself
         raw = {k: f.get_tensor(k) for k in f.keys()}
         record = json.loads(f.metadata()["config"])["config"]
