@@ -22,6 +22,7 @@ Drivers and their placement live in ``omg_lite.drivers``, the network and its ch
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,8 +157,15 @@ class Avatar:
         self._lod = int(k)
 
     @property
-    def levels(self) -> list[int]:
+    def lods(self) -> list[int]:
+        """The levels of detail this avatar keeps, 0..lod (``render(..., lod=k)`` takes any of them)."""
         return sorted(self.gaussians.levels)
+
+    @property
+    def levels(self) -> list[int]:
+        """Deprecated: the old name of :attr:`lods`."""
+        warnings.warn("Avatar.levels is deprecated: use Avatar.lods (the levels of detail kept)", DeprecationWarning, stacklevel=2)
+        return self.lods
 
     def counts(self, lod: int | None = None) -> dict[str, int]:
         """Gaussians at a level: head (V_k), shoulder (valid ones) and total."""
@@ -213,7 +221,7 @@ class Avatar:
 
         k = self.lod if lod is None else lod
         if k not in self.gaussians.levels:
-            raise ValueError(f"level of detail {k} is not available: this avatar keeps {self.levels}")
+            raise ValueError(f"level of detail {k} is not available: this avatar keeps {self.lods}")
         means = self.positions(self.source.params if params is None else params[0:1], k)[0]  # [N_h, 3]
         a = self.gaussians.levels[k]
         parts = [(means, a.quats[0], a.scales[0], a.opacities[0], a.features[0])]

@@ -58,8 +58,8 @@ def save_avatar(avatar, out, overwrite: bool = False) -> "Path":
     net = avatar.net
     meta = {"format": FORMAT, "version": VERSION, "checkpoint": net.digest, "preset": net.preset, "lod": str(avatar.gaussians.lod),
             "size": str(avatar.size), "sha256": tensors_digest(tensors)}
-    record = {"checkpoint": net.label, "checkpoint_sha256": net.digest, "preset": net.preset, "levels": avatar.levels,
-              "counts": {k: avatar.counts(k) for k in avatar.levels}, "size": avatar.size,
+    record = {"checkpoint": net.label, "checkpoint_sha256": net.digest, "preset": net.preset, "levels": avatar.lods,
+              "counts": {k: avatar.counts(k) for k in avatar.lods}, "size": avatar.size,
               "fit": None if avatar.fit is None else {k: v for k, v in asdict(avatar.fit).items()}}
     with output_folder(Path(out), overwrite, AVATAR_JSON, "an omg-lite personalised avatar") as tmp:
         save_file(tensors, str(tmp / AVATAR_FILE), metadata=meta)

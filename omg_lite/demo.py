@@ -141,7 +141,7 @@ def run_demo(image: str | Path | None = None, driver: str | Path | None = None, 
     warm = Avatar.reconstruct(net, avatar.source, avatar.gaussians.lod).seconds  # again, past first-call costs
     params = avatar.driving_params(d, max_frames)
     size = size or avatar.size
-    levels = avatar.levels
+    levels = avatar.lods
     panels = [np.repeat(to_uint8(resize_image(avatar.source.image, size)), len(d), axis=0)]
     captions = ["source"]
     per_lod = []
@@ -298,7 +298,7 @@ def personalize(image: str | Path, out: str | Path, video: str | Path | None = N
         log.warning("personalisation stopped: %s; the feed-forward avatar is saved", fitted.fit.diverged)
     target = source_frames(ff)
     rows, panels = [], [to_uint8(target.images)[0]]
-    for k in ff.levels:
+    for k in ff.lods:
         a, b = (av.render(target.params, target.camera, k).refined.clamp(0, 1) for av in (ff, fitted))
         rows.append({"lod": k, "psnr_feed_forward": float(psnr(a, target.images)[0]), "psnr_personalised": float(psnr(b, target.images)[0])})
         panels += [to_uint8(a)[0], to_uint8(b)[0]]

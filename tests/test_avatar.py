@@ -99,7 +99,9 @@ def test_lod_switch_counts_and_limits(net, clip, avatar):
         assert avatar.counts()["head"] == n
         assert avatar.counts()["total"] == n + int(avatar.gaussians.shoulders.valid.sum())
     low = Avatar.from_frame(clip.rgb[0], clip.params[0:1], clip.camera[0:1], clip.mask[0, 0], net=net, lod=1)
-    assert low.levels == [0, 1]
+    assert low.lods == [0, 1]
+    with pytest.warns(DeprecationWarning, match="Avatar.lods"):
+        assert low.levels == [0, 1]  # the old name
     with pytest.raises(ValueError, match="reconstructed up to level 1"):
         low.lod = 2
 

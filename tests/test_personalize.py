@@ -59,11 +59,11 @@ def _truth(net, clip):
 
 def test_fit_on_frame_0_improves_held_out_frames_at_every_lod(avatar, fitted, clip):
     truth = _truth(avatar.net, clip)[1:]
-    for k in avatar.levels:
+    for k in avatar.lods:
         before = psnr(avatar.render(clip.params[1:], clip.camera[1:], k).refined.clamp(0, 1), truth).mean()
         after = psnr(fitted.render(clip.params[1:], clip.camera[1:], k).refined.clamp(0, 1), truth).mean()
         assert after > before + 1.0, (k, float(before), float(after))
-    assert fitted.fit.levels[: 2 * len(avatar.levels)] == 2 * avatar.levels  # levels take turns
+    assert fitted.fit.levels[: 2 * len(avatar.lods)] == 2 * avatar.lods  # levels take turns
 
 
 def test_fitted_attributes_stay_in_the_activations_range(avatar, fitted):
@@ -79,7 +79,7 @@ def test_fitted_attributes_stay_in_the_activations_range(avatar, fitted):
 def test_positions_unchanged_without_offsets(avatar, clip):
     s = dataclasses.replace(SETTINGS, steps=6, fit_offsets=False)
     f = avatar.personalize(settings=s)
-    for k in avatar.levels:
+    for k in avatar.lods:
         torch.testing.assert_close(f.positions(clip.params, k), avatar.positions(clip.params, k), rtol=0, atol=0)
     assert not torch.equal(f.gaussians.levels[0].features, avatar.gaussians.levels[0].features)
 
@@ -87,7 +87,7 @@ def test_positions_unchanged_without_offsets(avatar, clip):
 def test_save_load_round_trip_renders_identically(fitted, clip, tmp_path):
     out = fitted.save(tmp_path / "me")
     again = Avatar.load(out, fitted.net)
-    for k in fitted.levels:
+    for k in fitted.lods:
         a = fitted.render(clip.params[1:3], clip.camera[1:3], k).refined
         b = again.render(clip.params[1:3], clip.camera[1:3], k).refined
         assert torch.equal(a, b)

@@ -86,7 +86,7 @@ class EnactBench(Bench):
         path = synthetic_path(self.frames + self.warmup, head.n_shape, head.n_expr)
         params = retarget(head, avatar.source.params, path.to(dev), "neck")
         cam = avatar.camera(self.size)
-        for k in avatar.levels:
+        for k in avatar.lods:
             fps, fps_median = self._fps(avatar, params, cam, k)
             parts = self._parts(avatar, params, cam, k)
             c = avatar.counts(k)

@@ -23,7 +23,7 @@ def lod_strip(avatar, params, size: int | None = None, refined: bool = True) -> 
     """The same frame at every kept level of detail, side by side, titled with Gaussian counts."""
     cam = avatar.camera(size)
     images, titles = [], []
-    for k in avatar.levels:
+    for k in avatar.lods:
         out = avatar.render(params[0:1], cam, k)
         images.append((out.refined if refined else out.coarse)[0].clamp(0, 1))
         c = avatar.counts(k)
@@ -65,7 +65,7 @@ def gaussian_density(avatar, params=None, half: float = 0.015) -> plt.Figure:
     cam = avatar.camera()
     s = avatar.gaussians.shoulders
     clouds, colours = {}, {}
-    for k in avatar.levels:
+    for k in avatar.lods:
         p, f = [avatar.positions(params, k)[0]], [avatar.gaussians.levels[k].features[0]]
         if s is not None:
             p.append(s.means[0][s.valid[0]])
@@ -128,7 +128,7 @@ def live_avatar(avatar, expression_components: int = 4, size: int | None = None)
 
     base = avatar.source.params
     E = min(expression_components, base.expression.shape[1])
-    lod = w.IntSlider(value=avatar.lod, min=min(avatar.levels), max=max(avatar.levels), description="LOD")
+    lod = w.IntSlider(value=avatar.lod, min=min(avatar.lods), max=max(avatar.lods), description="LOD")
     j0 = float(base.pose[0, 6])  # the tracked jaw: the range always holds it, so the first render is the tracked one
     jaw = w.FloatSlider(value=j0, min=min(0.0, j0), max=max(0.35, j0), step=0.01, description="jaw")
     yaw = w.FloatSlider(value=0.0, min=-30.0, max=30.0, step=1.0, description="yaw (deg)")
