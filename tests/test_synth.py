@@ -24,7 +24,7 @@ from omg_lite.geometry.zbuffer import rasterize
 from omg_lite.head import load_head_model
 from omg_lite.head.params import load_clip
 from omg_lite.synth import SynthDataset, load_frame, write_synth
-from omg_lite.synth.scene import Background, Light, render
+from omg_lite.synth.scene import Background, Light, render_portrait
 
 SEED = 3
 SAMPLE_SETS = ("synth_128", "synth_256")
@@ -185,7 +185,7 @@ def test_lambert_shading_of_a_plane():
     light = Light(direction=[np.sin(np.pi / 3), 0.0, np.cos(np.pi / 3)], key=0.9, ambient=0.25, tint=[1.0, 1.0, 1.0])
     backdrop = Background("flat", [[0.1, 0.2, 0.3]])
     camera = Camera.frontal(batch=1, size=32, fov_deg=20.0, distance=5.0)  # the square covers the middle
-    r = render(square, faces, albedo, torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, 3), camera, light, backdrop)
+    r = render_portrait(square, faces, albedo, torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, 3), camera, light, backdrop)
     expected = ((torch.tensor([0.8, 0.5, 0.3]) ** 2.2) * (0.25 + 0.9 * 0.5)) ** (1 / 2.2)
     torch.testing.assert_close(r.rgb[0, :, 16, 16], expected)
     torch.testing.assert_close(r.rgb[0, :, 0, 0], torch.tensor([0.1, 0.2, 0.3]))

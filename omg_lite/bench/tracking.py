@@ -68,7 +68,7 @@ def render_clip(head, params: HeadParams, size: int, cfg: Config, rng: np.random
     """Render ``params`` in the synthetic world (one look, torso, light, backdrop): -> (rgb [M, H, W, 3] uint8, params with translations, cameras)."""
     from omg_lite.synth.appearance import head_albedo, sample_appearance
     from omg_lite.head.neck import neck_ring, ring_translation
-    from omg_lite.synth.scene import render, sample_background, sample_light
+    from omg_lite.synth.scene import render_portrait, sample_background, sample_light
     from omg_lite.synth.torso import sample_torso, torso_albedo, torso_mesh
 
     M = params.batch
@@ -90,7 +90,7 @@ def render_clip(head, params: HeadParams, size: int, cfg: Config, rng: np.random
     for lo in range(0, M, cfg.synth.batch_frames):
         p = params[lo : lo + cfg.synth.batch_frames]
         verts = head(p.shape, p.expression, p.pose, p.translation).vertices
-        r = render(verts, head.faces, albedo, t_verts + framing, t_faces, t_albedo, camera[lo : lo + p.batch], light, background, cfg.synth.supersample)
+        r = render_portrait(verts, head.faces, albedo, t_verts + framing, t_faces, t_albedo, camera[lo : lo + p.batch], light, background, cfg.synth.supersample)
         rgb.append((r.rgb.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy())
     return np.concatenate(rgb), params, camera
 

@@ -36,7 +36,7 @@ from omg_lite.io import check_output_folder, output_folder
 from omg_lite.safe_load import folder_names
 from omg_lite.synth.appearance import head_albedo, low_frequency, sample_appearance
 from omg_lite.synth.hair import hair_shell, pose_shell, sample_hair
-from omg_lite.synth.scene import render, sample_background, sample_light
+from omg_lite.synth.scene import render_portrait, sample_background, sample_light
 from omg_lite.synth.torso import N_AROUND, N_RINGS, sample_torso, torso_albedo, torso_mesh
 
 GENERATOR_VERSION = 1
@@ -200,7 +200,7 @@ def _write_clip(clip: Path, head, rng: np.random.Generator, frames: int, size: i
             landmarks3d.append(o.landmarks)
         if cfg.synth.hair:
             hair = (pose_shell(shell, o.transforms), shell_faces, shell_albedo)
-        r = render(
+        r = render_portrait(
             o.vertices, head.faces, albedo, t_verts, t_faces, t_albedo, camera[lo:hi], light, background, cfg.synth.supersample, hair
         )
         rgb = (r.rgb.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()

@@ -140,7 +140,7 @@ def _scaled(camera: Camera, s: int) -> Camera:
     return Camera(K, camera.R, camera.t, camera.width * s, camera.height * s)
 
 
-def render(
+def render_portrait(
     head_verts: Tensor,  # [B, Vh, 3] world
     head_faces: Tensor,  # [Fh, 3]
     head_albedo: Tensor,  # [Vh, 3] sRGB
@@ -156,9 +156,9 @@ def render(
     """Render B frames of a head on its torso, with its hair shell if given (see the module docstring)."""
     B, Vh, _ = head_verts.shape
     if camera.batch != B:
-        raise ValueError(f"render: {B} head meshes but {camera.batch} cameras")
+        raise ValueError(f"render_portrait: {B} head meshes but {camera.batch} cameras")
     if supersample < 1:
-        raise ValueError(f"render: supersample must be >= 1, got {supersample}")
+        raise ValueError(f"render_portrait: supersample must be >= 1, got {supersample}")
     dtype, device = head_verts.dtype, head_verts.device
     verts = torch.cat([head_verts, torso_verts.to(device, dtype).expand(B, -1, -1)], 1)  # [B, V, 3]
     faces = torch.cat([head_faces.long(), torso_faces.long().to(head_faces.device) + Vh]).to(device)  # [F, 3]
