@@ -91,6 +91,14 @@ def pack(means2d: np.ndarray, conics: np.ndarray, opacities: np.ndarray) -> np.n
     return np.concatenate([means2d, conics, opacities[..., None], levels[..., None], inv_a[..., None]], -1)
 
 
+@nb.njit(cache=True)
+def _tile(t, TW, TH, W, H):
+    """Tile t of a [B, TH, TW] grid -> (b, x0, y0, x1, y1): its image and pixel box [x0, x1) x [y0, y1)."""
+    ty, tx = (t // TW) % TH, t % TW
+    x0, y0 = tx * TILE, ty * TILE
+    return t // (TH * TW), x0, y0, min(x0 + TILE, W), min(y0 + TILE, H)
+
+
 @nb.njit(parallel=True, cache=True, fastmath=True)
 def blend_forward(gauss, colors, depths, radii, background, tile_offsets, ids,
                   image, alpha_out, depth_out, t_final, last, used, pairs):
@@ -100,9 +108,7 @@ def blend_forward(gauss, colors, depths, radii, background, tile_offsets, ids,
     H, W = t_final.shape[1:]
     TW, TH = (W + TILE - 1) // TILE, (H + TILE - 1) // TILE
     for t in nb.prange(B * TH * TW):
-        b, ty, tx = t // (TH * TW), (t // TW) % TH, t % TW
-        x0, y0 = tx * TILE, ty * TILE
-        x1, y1 = min(x0 + TILE, W), min(y0 + TILE, H)
+        b, x0, y0, x1, y1 = _tile(t, TW, TH, W, H)
         n_pix = (x1 - x0) * (y1 - y0)
         T = np.ones(TILE * TILE)
         acc = np.zeros((TILE * TILE, C), np.float32)
@@ -179,9 +185,7 @@ def blend_backward(gauss, colors, depths, radii, background, tile_offsets, ids, 
     H, W = t_final.shape[1:]
     TW, TH = (W + TILE - 1) // TILE, (H + TILE - 1) // TILE
     for t in nb.prange(B * TH * TW):
-        b, ty, tx = t // (TH * TW), (t // TW) % TH, t % TW
-        x0, y0 = tx * TILE, ty * TILE
-        x1, y1 = min(x0 + TILE, W), min(y0 + TILE, H)
+        b, x0, y0, x1, y1 = _tile(t, TW, TH, W, H)
         start = tile_offsets[t]
         T = np.ones(TILE * TILE)
         S = np.zeros(TILE * TILE)  # sum_{j>i} alpha_j T_j (c_j . g)
