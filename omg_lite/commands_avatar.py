@@ -48,12 +48,13 @@ def demo(
         avatar: A saved avatar (omg-lite personalize --out) to animate instead of reconstructing --image.
     """
     from omg_lite.network import AvatarModel
-    from omg_lite.demo import SAMPLE_DRIVER, check_out, run_demo
+    from omg_lite import samples
+    from omg_lite.demo import check_out, run_demo
 
     check_args(size=(size, SIZE), max_frames=(max_frames, FRAMES))
     check_out(out, overwrite)  # before loading anything
     net = AvatarModel.load(checkpoint, preset, encoder_weights=encoder_weights, flame_path=flame_path)
-    r = run_demo(image, driver or SAMPLE_DRIVER, out, size=size, max_frames=max_frames, overwrite=overwrite, net=net,
+    r = run_demo(image, driver or samples.DRIVER, out, size=size, max_frames=max_frames, overwrite=overwrite, net=net,
                  fit=0 if avatar is not None else fit, avatar=avatar)
     fps = ", ".join(f"LOD {x['lod']} {x['fps']:.1f} fps ({x['total']:,} Gaussians)" for x in r["lods"])
     print(f"wrote {out}: {r['video']}, {len(r['ply'])} .ply, report.md; reconstruction {r['reconstruction_s_model']:.2f} s ({r['reconstruction_s_warm']:.2f} s warm); {fps}")

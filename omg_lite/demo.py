@@ -48,7 +48,6 @@ from omg_lite.io import check_output_file, check_output_folder, output_folder
 
 log = logging.getLogger(__name__)
 
-SAMPLE_PORTRAIT, SAMPLE_DRIVER = samples.PORTRAIT, samples.DRIVER
 LABEL_BAND = 16  # pixels of caption above each panel
 FIT_STEPS = 60  # the demo's default personalisation (omg-lite demo --fit 0 shows the feed-forward avatar alone)
 MARKER = "report.json"  # what makes a folder an omg-lite demo output (see omg_lite.io.output_folder)
@@ -131,8 +130,8 @@ def run_demo(image: str | Path | None = None, driver: str | Path | None = None, 
     check_out(out, overwrite)
     if image is not None and avatar is not None:
         raise ValueError("give --image (to reconstruct) or --avatar (a saved avatar), not both")
-    image = Path(avatar if avatar is not None else image if image is not None else SAMPLE_PORTRAIT)
-    driver = driver if driver is not None else SAMPLE_DRIVER
+    image = Path(avatar if avatar is not None else image if image is not None else samples.PORTRAIT)
+    driver = driver if driver is not None else samples.DRIVER
     t0 = time.perf_counter()
     net = net or AvatarModel.load(checkpoint, preset)
     load_s = time.perf_counter() - t0

@@ -19,7 +19,8 @@ from PIL import Image
 import omg_lite.demo as demo_module
 from omg_lite.avatar import AvatarModel, save_synthetic_driver
 from omg_lite.cli import main
-from omg_lite.demo import SAMPLE_DRIVER, SAMPLE_PORTRAIT, run_demo
+from omg_lite.demo import run_demo
+from omg_lite.samples import DRIVER as SAMPLE_DRIVER, PORTRAIT as SAMPLE_PORTRAIT
 
 
 @pytest.fixture(scope="module")
