@@ -134,7 +134,8 @@ def test_clip_frames_join_the_fit(avatar, clip):
 
 
 def test_interrupted_personalize_leaves_nothing(net, tmp_path, monkeypatch):
-    from omg_lite.demo import SAMPLE_PORTRAIT, personalize
+    from omg_lite.demo import personalize
+    from omg_lite.samples import PORTRAIT as SAMPLE_PORTRAIT
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -228,7 +229,7 @@ def test_cli_refuses_an_avatar_of_another_checkpoint_in_one_line(fitted, run, tm
     """A personalised avatar saved with one model, animated with another checkpoint (the smoke run): exit 2, one line,
     and no video under the final name."""
     from omg_lite.cli import main
-    from omg_lite.demo import SAMPLE_DRIVER
+    from omg_lite.samples import DRIVER as SAMPLE_DRIVER
 
     saved = fitted.save(tmp_path / "me")
     out = tmp_path / "clip.mp4"
