@@ -641,7 +641,7 @@ def test_refiner_rendering_path_computes_the_plain_nchw_unet(fused, monkeypatch)
 
 
 def test_refiner_low_precision_is_opt_in_for_rendering_only():
-    from omg_lite.model.refiner import Refiner
+    from omg_lite.model.refiner import BF16_CPU, Refiner
 
     torch.manual_seed(0)
     ref = Refiner(channels=6, width=8, depth=2)
@@ -652,10 +652,17 @@ def test_refiner_low_precision_is_opt_in_for_rendering_only():
         expect = _refiner_nchw(ref, F_r)
         assert torch.equal(ref(F_r), ref(F_r)) and not ref.low_precision  # float32 unless asked
         ref.low_precision = True
-        low = ref(F_r)
+        if BF16_CPU:
+            low = ref(F_r)
+        else:  # an AVX2-only CPU: oneDNN has no bfloat16 there, so the setting is ignored, with a warning
+            with pytest.warns(RuntimeWarning, match="no bfloat16 units"):
+                low = ref(F_r)
     assert low.dtype == torch.float32
     err = (low - expect).abs().max().item()
-    assert 0 < err < 0.02 * expect.abs().max().item()  # bfloat16 (8-bit mantissa) moved it, a little
+    if BF16_CPU:
+        assert 0 < err < 0.02 * expect.abs().max().item()  # bfloat16 (8-bit mantissa) moved it, a little
+    else:
+        assert err <= 1e-5 * expect.abs().max().item()  # float32, as without the setting
     F_g = F_r.clone().requires_grad_(True)
     out = ref(F_g)  # with autograd (training) it stays float32 despite the setting
     torch.testing.assert_close(out, _refiner_nchw(ref, F_g), rtol=1e-4, atol=1e-5 * expect.abs().max().item())

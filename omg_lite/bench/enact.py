@@ -55,7 +55,8 @@ class EnactBench(Bench):
     # torch intra-op CPU threads (0: torch's default). On an oversubscribed CPU one thread can be several times faster.
     threads: int = 0
     # Opt-in: the refiner in bfloat16 (Refiner.low_precision; about 2.5x faster on AVX-512/AMX CPUs,
-    # outputs within 5e-4 of float32 on the held-out set: see the README). Rows say which ran.
+    # outputs within 5e-4 of float32 on the held-out set: see the README; ignored on CPUs without
+    # bfloat16 units). Rows say which ran.
     low_precision: bool = False
 
     name = "enact"
@@ -91,9 +92,17 @@ class EnactBench(Bench):
             parts = self._parts(avatar, params, cam, k)
             c = avatar.counts(k)
             rows.append({"stage": f"LOD {k}", "head": c["head"], "shoulder": c["shoulder"], "gaussians": c["total"], "fps": fps,
-                         "fps_median": fps_median, "ms_frame": 1e3 / fps, **parts, "refiner": "bfloat16" if self.low_precision else "float32", "target": f">= {TARGET_FPS[k]:g} fps" if k in TARGET_FPS else "",
+                         "fps_median": fps_median, "ms_frame": 1e3 / fps, **parts, "refiner": self._precision(dev), "target": f">= {TARGET_FPS[k]:g} fps" if k in TARGET_FPS else "",
                          "paper_A100_fps": PAPER_A100_FPS.get(k, "")})
         return rows
+
+    def _precision(self, dev: torch.device) -> str:
+        """The refiner's arithmetic as it ran: bfloat16 only where asked and the device has the units."""
+        from omg_lite.model.refiner import bfloat16_runs
+
+        if not self.low_precision:
+            return "float32"
+        return "bfloat16" if bfloat16_runs(dev) else "float32 (--low-precision ignored: no bfloat16 units on this CPU)"
 
     @torch.no_grad()
     def _fps(self, avatar, params, cam, k: int) -> tuple[float, float]:

@@ -24,11 +24,20 @@ Profile at 256x256 (lite refiner: width 16, depth 2, 2.1 G multiply-adds), one l
 convolutions 30 of 45 ms, GELU 6, concatenation 3, copies 2, upsampling 1.6. The convolutions run
 near this core's float32 peak (about 140 of 166 GFLOP/s), so float32 cannot reach 12 ms on two
 cores. ``low_precision = True`` (opt-in, rendering only) runs the UNet in bfloat16 (AMX/AVX-512
-units where the CPU has them) and adds the correction in float32: about 2.5x faster here; its cost
-in quality is measured in the README (speed section), not assumed.
+units where the CPU has them) and adds the correction in float32: about 2.5x faster there; its cost
+in quality is measured in the README (speed section), not assumed. On a CPU without them (AVX2
+only, as the 2-core AMD EPYC of 2026-12-02: oneDNN refuses bfloat16 there) the setting is ignored
+with one warning and the refiner runs in float32 (``BF16_CPU``; ``bench enact`` labels its rows).
+
+On an AVX2-only CPU (AMD EPYC, 2 cores, 2026-12-02) the same refiner takes 40-60 ms at 256x256 on two
+threads: convolutions 58 of 78 ms under the profiler (about 72 GFLOP/s, against 114 GFLOP/s for MKL's
+sgemm on the same two cores), concatenation 9, copies 7, upsampling 2. 12 ms would need 350 GFLOP/s,
+three times what this CPU's best matrix product reaches.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as Fn
@@ -66,7 +75,11 @@ class Refiner(nn.Module):
         if not x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.low_precision and not torch.is_grad_enabled():
-            x = x.to(torch.bfloat16)
+            if bfloat16_runs(x.device):
+                x = x.to(torch.bfloat16)
+            else:
+                warnings.warn("Refiner.low_precision: this CPU has no bfloat16 units oneDNN can use (AVX-512 or AMX); "
+                              "the refiner runs in float32", RuntimeWarning, stacklevel=2)
         run = run_fused if fused else run_modules
         skips = []
         for i, down in enumerate(self.down):
@@ -109,6 +122,22 @@ def _has_fused_conv_gelu() -> bool:
 
 
 FUSED_CONV_GELU = _has_fused_conv_gelu()
+
+
+def _has_bf16_cpu() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions on this CPU (AVX-512 BW/VL/DQ, AVX-NE-CONVERT or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+BF16_CPU = _has_bf16_cpu()
+
+
+def bfloat16_runs(device: torch.device) -> bool:
+    """Whether ``low_precision`` takes effect on this device (CUDA always; a CPU with bfloat16 units)."""
+    return device.type != "cpu" or BF16_CPU
 
 
 def upsample_cat(x: Tensor, skip: Tensor) -> Tensor:
