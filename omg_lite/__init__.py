@@ -23,5 +23,3 @@ Loss and progressive training                                          ``train/l
 """
 
 __version__ = "0.1.0"
-
-from omg_lite import allocator as _allocator  # noqa: E402,F401  (keeps freed memory for the next frame: see allocator.py)
