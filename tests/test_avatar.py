@@ -249,7 +249,6 @@ def test_bench_enact_rows(run, avatar):
 
 def test_bench_enact_low_precision_is_opt_in_and_labelled(run):
     from omg_lite.bench.enact import EnactBench
-
     from omg_lite.model.refiner import BF16_CPU
 
     with warnings.catch_warnings():

@@ -20,19 +20,19 @@ the op torch.compile fuses them into; the same exact-erf GELU, outputs equal to 
 falling back to the two modules where torch lacks it. The weights stay as they are (checkpoints
 unchanged); the output is contiguous NCHW.
 
-Profile at 256x256 (lite refiner: width 16, depth 2, 2.1 G multiply-adds), one loaded thread:
+Profile at 256x256 (lite refiner: width 16, depth 2, 2.1 G multiply-adds), one loaded thread of an AVX-512 CPU:
 convolutions 30 of 45 ms, GELU 6, concatenation 3, copies 2, upsampling 1.6. The convolutions run
 near this core's float32 peak (about 140 of 166 GFLOP/s), so float32 cannot reach 12 ms on two
 cores. ``low_precision = True`` (opt-in, rendering only) runs the UNet in bfloat16 (AMX/AVX-512
 units where the CPU has them) and adds the correction in float32: about 2.5x faster there; its cost
-in quality is measured in the README (speed section), not assumed. On a CPU without them (AVX2
-only, as the 2-core AMD EPYC of 2026-12-02: oneDNN refuses bfloat16 there) the setting is ignored
-with one warning and the refiner runs in float32 (``BF16_CPU``; ``bench enact`` labels its rows).
+in quality is measured in the README (speed section), not assumed.
 
-On an AVX2-only CPU (AMD EPYC, 2 cores, 2026-12-02) the same refiner takes 40-60 ms at 256x256 on two
-threads: convolutions 58 of 78 ms under the profiler (about 72 GFLOP/s, against 114 GFLOP/s for MKL's
-sgemm on the same two cores), concatenation 9, copies 7, upsampling 2. 12 ms would need 350 GFLOP/s,
-three times what this CPU's best matrix product reaches.
+On an AVX2-only CPU (a 2-core AMD EPYC, 2026-12-02) oneDNN refuses bfloat16, so there the setting is
+ignored with a warning and the refiner runs in float32 (``BF16_CPU``; ``bench enact`` labels its
+rows). The float32 refiner takes 40-60 ms at 256x256 on its two threads: convolutions 58 of 78 ms
+under the profiler (about 72 GFLOP/s, against 114 GFLOP/s for MKL's sgemm on the same two cores),
+concatenation 9, copies 7, upsampling 2. 12 ms would need 350 GFLOP/s, three times what this CPU's
+best matrix product reaches.
 """
 
 from __future__ import annotations
