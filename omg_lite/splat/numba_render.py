@@ -131,7 +131,7 @@ class _FastSplat(torch.autograd.Function):
         if message is not None:
             raise ValueError(message)
         tile_offsets, ids, g_offsets, slots = bin_tiles(means2d, radii, depth_order(depths, radii), W, H)
-        image = np.empty((B, C, H, W), np.float32)
+        image = np.empty((B, H, W, C), np.float32)  # channels last: the refiner's convolutions read this layout
         alpha = np.empty((B, 1, H, W), np.float32)
         depth = np.empty((B, 1, H, W), np.float32)
         t_final = np.empty((B, H, W), np.float64)
@@ -146,7 +146,7 @@ class _FastSplat(torch.autograd.Function):
                       tile_offsets, ids, g_offsets, slots, t_final, last, used, alpha.copy(), depth.copy())
         ctx.size = (W, H)
         dtype = means.dtype
-        outs = [torch.from_numpy(x).to(dtype) for x in (image, alpha, depth)]
+        outs = [torch.from_numpy(x).to(dtype) for x in (image.transpose(0, 3, 1, 2), alpha, depth)]  # image [B, C, H, W] view
         pairs_t = torch.tensor(int(pairs.sum()))
         ctx.mark_non_differentiable(pairs_t)
         return (*outs, pairs_t)
@@ -166,7 +166,7 @@ class _FastSplat(torch.autograd.Function):
         g_feat = np.zeros((B, N, C), np.float32)
         with nb.parallel_chunksize(CHUNK):
             blend_backward(gauss, f, depths, radii, bg, tile_offsets, ids, slots, t_final, last,
-                           used, alpha, depth, _f32(g_image), _f32(g_alpha), _f32(g_depth), rows, g_bg)
+                           used, alpha, depth, _f32(g_image.permute(0, 2, 3, 1)), _f32(g_alpha), _f32(g_depth), rows, g_bg)
         nproj.project_backward(m, q, s, K, R, t, W, H, radii, conics, rows, g_offsets,
                                g_means, g_quats, g_scales, g_opac, g_feat)
         g_bg = g_bg.reshape(B, -1, C).sum(1)

@@ -17,7 +17,8 @@ Conventions, the same for every backend (they are gsplat 1.5.3's defaults):
 - Alpha: alpha < 1/255 is skipped, alpha is clamped to 0.999.
 - Early termination: a pixel stops before the first Gaussian that would bring its
   transmittance T to 1e-4 or below (that Gaussian is not blended).
-- Outputs: ``image`` [B, C, H, W] (background blended as T_N bg), ``alpha`` = 1 - T_N
+- Outputs: ``image`` [B, C, H, W] (background blended as T_N bg; channels-last memory on the
+  CPU paths, the layout the refiner's convolutions read), ``alpha`` = 1 - T_N
   [B, 1, H, W], ``depth`` [B, 1, H, W] = the alpha-weighted expected camera z,
   sum_i z_i alpha_i T_i / max(alpha, 1e-10) (0 where nothing was drawn; no background).
 
@@ -102,7 +103,7 @@ def render(
 
     image = colour + (1.0 - alpha)[..., None] * background[:, None, None, :]  # + T_N bg
     return RenderOutput(
-        image=image.permute(0, 3, 1, 2).contiguous(),
+        image=image.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last),
         alpha=alpha[:, None],
         depth=depth[:, None],
         pairs=pairs,
