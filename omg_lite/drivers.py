@@ -124,7 +124,8 @@ class Driver:
 
 
 # Bounds far beyond the trained ranges (coefficients in standard deviations, axis-angle radians, metres).
-DRIVER_LIMITS = {"shape": 10.0, "expression": 10.0, "pose": 2 * math.pi, "translation": 10.0}
+# A driver's shape is not among them: retargeting keeps the source's identity and never reads it.
+DRIVER_LIMITS = {"expression": 10.0, "pose": 2 * math.pi, "translation": 10.0}
 
 
 def _track(frames, cfg: Config, head, video: bool, role: str):

@@ -708,6 +708,26 @@ def test_drivers_far_outside_the_model_are_refused_and_invalid_frames_said(tmp_p
     assert f"2 of {len(expr)} frames are marked invalid" in caplog.text
 
 
+def test_a_drivers_shape_is_never_read_so_never_refused(tmp_path):
+    """A tracked driver's own identity (shape) can be anything (the carphone clip's tracked at 23):
+    retargeting keeps the source's shape, so the driver is accepted and renders the source."""
+    import torch
+
+    from omg_lite.avatar import load_driver, retarget
+    from omg_lite.config import Config
+    from omg_lite.head import HeadParams, load_head_model
+
+    head = load_head_model()
+    data = dict(np.load(DRIVER / "params.npz"))
+    _write_params(tmp_path / "other_identity.npz", shape=np.full_like(data["shape"], 23.0))
+    driver = load_driver(tmp_path / "other_identity.npz", head, Config())
+    source = HeadParams(torch.full((1, head.n_shape), 0.5), torch.zeros(1, head.n_expr), torch.zeros(1, 15), torch.zeros(1, 3))
+    for mode in ("neck", "absolute"):
+        out = retarget(head, source, driver.params, mode)
+        assert torch.equal(out.shape, source.shape.expand(len(driver), -1))
+        assert torch.equal(out.expression, driver.params.expression)
+
+
 def test_no_face_says_whether_the_source_or_the_driver_failed(tmp_path, run):
     from PIL import Image
 
