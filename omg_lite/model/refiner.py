@@ -13,7 +13,7 @@ here reads nothing but the feature image). Inputs of any size are padded (replic
 multiple of 2^depth and cropped back.
 
 Speed (CPU): the activations run channels-last (NHWC), the layout oneDNN's convolutions use,
-so no convolution reorders its input; the padding is skipped where the size is already a
+so no convolution reorders its input (the CPU splatters already write F_r in it); the padding is skipped where the size is already a
 multiple; the last 1x1 convolution is a matmul over the channels. Without autograd (rendering),
 each 3x3 convolution and its GELU are one oneDNN call (``torch.ops.mkldnn._convolution_pointwise``,
 the op torch.compile fuses them into; the same exact-erf GELU, outputs equal to float rounding),
