@@ -655,8 +655,9 @@ def test_refiner_low_precision_is_opt_in_for_rendering_only():
         if BF16_CPU:
             low = ref(F_r)
         else:  # an AVX2-only CPU: oneDNN has no bfloat16 there, so the setting is ignored, with a warning
-            with pytest.warns(RuntimeWarning, match="no bfloat16 units"):
+            with pytest.warns(RuntimeWarning, match="no bfloat16 units") as said:
                 low = ref(F_r)
+            assert said[0].filename == __file__  # the warning points at the caller's line, not torch's module.py
     assert low.dtype == torch.float32
     err = (low - expect).abs().max().item()
     if BF16_CPU:

@@ -79,7 +79,7 @@ class Refiner(nn.Module):
                 x = x.to(torch.bfloat16)
             else:
                 warnings.warn("Refiner.low_precision: this CPU has no bfloat16 units oneDNN can use (AVX-512 or AMX); "
-                              "the refiner runs in float32", RuntimeWarning, stacklevel=2)
+                              "the refiner runs in float32", RuntimeWarning, stacklevel=4)  # forward <- nn.Module's two call frames <- the caller
         run = run_fused if fused else run_modules
         skips = []
         for i, down in enumerate(self.down):
