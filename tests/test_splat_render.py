@@ -272,3 +272,21 @@ def test_fast_renderer_leaves_torchs_thread_count_alone():
     env.update(NUMBA_NUM_THREADS="2", OMP_NUM_THREADS="2")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["1", "workqueue"]
+
+
+def test_inline_exp_matches_libm_over_its_whole_range():
+    """The blend's float32 exp(-s) (polynomial times 2^-n by integer shift) against math.exp, for
+    every range-reduction step n = 0..31 and beyond the cap (s where exp(-s) < 2^-31)."""
+    import math
+
+    import numpy as np
+
+    from omg_lite.splat.numba_blend import _exp_neg
+
+    for s in np.concatenate([np.linspace(0.0, 22.0, 20001), [0.3, 0.35, 0.36, 21.5, 21.6]]).astype(np.float32):
+        want = math.exp(-float(s))
+        got = _exp_neg(s)
+        if want >= 2.0**-31:
+            assert abs(got - want) <= 2.5e-7 * (1.0 + s) * want, (float(s), got, want)  # float32 rounding of s log2 e grows with s
+        else:  # capped: a pixel there has alpha far below 1/255 and is never blended
+            assert 0.0 < got <= 2.0**-30, (float(s), got)
