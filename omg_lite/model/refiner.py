@@ -13,15 +13,16 @@ here reads nothing but the feature image). Inputs of any size are padded (replic
 multiple of 2^depth and cropped back.
 
 Speed (CPU): the activations run channels-last (NHWC), the layout oneDNN's convolutions use,
-so no convolution reorders its input (the CPU splatters already write F_r in it); the padding is skipped where the size is already a
-multiple; the last 1x1 convolution is a matmul over the channels. Without autograd (rendering),
+so no convolution reorders its input (the CPU splatters already write F_r in it); the padding
+is skipped where the size is already a multiple; the last 1x1 convolution is a matmul over the
+channels. Without autograd (rendering),
 each 3x3 convolution and its GELU are one oneDNN call (``torch.ops.mkldnn._convolution_pointwise``,
 the op torch.compile fuses them into; the same exact-erf GELU, outputs equal to float rounding),
 falling back to the two modules where torch lacks it. The weights stay as they are (checkpoints
 unchanged); the output is contiguous NCHW.
 
-Profile at 256x256 (lite refiner: width 16, depth 2, 2.1 G multiply-adds), one loaded thread of an AVX-512 CPU:
-convolutions 30 of 45 ms, GELU 6, concatenation 3, copies 2, upsampling 1.6. The convolutions run
+Profile at 256x256 (lite refiner: width 16, depth 2, 2.1 G multiply-adds), one loaded thread of
+an AVX-512 CPU: convolutions 30 of 45 ms, GELU 6, concatenation 3, copies 2, upsampling 1.6. The convolutions run
 near this core's float32 peak (about 140 of 166 GFLOP/s), so float32 cannot reach 12 ms on two
 cores. ``low_precision = True`` (opt-in, rendering only) runs the UNet in bfloat16 (AMX/AVX-512
 units where the CPU has them) and adds the correction in float32: about 2.5x faster there; its cost

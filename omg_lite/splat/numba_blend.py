@@ -22,8 +22,9 @@ Speed. Gaussians are small here: on the benchmark's 80K cloud a blending row spa
 average, on the lite avatar at LOD 0 five. So the pixel loop is scalar and SIMD runs across
 the C channels (the colour row of a pixel, 32 floats). Blending a pair takes about 40-60 ns on
 one core of an AVX2 CPU: the per-pixel chain sigma -> exp -> alpha -> T is most of it, and
-the channels about 6 ns. Choices (measured; the sign flag, the table-free 2^-n and the channels-last
-image together took ``bench render``'s forward at 80K from 137 to 118 ms, medians of three alternated runs):
+the channels about 6 ns. Choices (measured; the sign flag, the table-free 2^-n and the
+channels-last image together took ``bench render``'s forward at 80K from 137 to 118 ms, medians
+of three alternated runs):
 - sigma and alpha are float32, with an inline exp (``_exp_neg``; libm's expf was a call per pixel;
   its 2^-n is an integer shift, not a table lookup);
 - a stopped pixel is marked by negating its transmittance (no second array to read per pixel);
@@ -83,8 +84,8 @@ def _exp_neg(s):
 
     exp(-s) = 2^-n exp(-y), n = round(s log2 e), y = (s log2 e - n) ln 2, |y| <= 0.35: a degree-6
     Taylor polynomial (truncation y^7/7! < 1.3e-7 relative; with float32 rounding of s log2 e the
-    error stays below 2.5e-7 (1 + s) relative, tested against libm) times 2^-n = (1 << (31 - n)) 2^-31 (exact,
-    integer arithmetic: no table to look up); s is capped where exp(-s) < 2^-31.
+    error stays below 2.5e-7 (1 + s) relative, tested against libm) times 2^-n = (1 << (31 - n)) 2^-31
+    (exact, integer arithmetic: no table to look up); s is capped where exp(-s) < 2^-31.
     """
     x = min(s * LOG2E, np.float32(31.0))
     n = int(x + HALF)  # 0..31
@@ -257,7 +258,7 @@ def blend_backward(gauss, colors, depths, radii, background, tile_offsets, ids, 
                     inv = 1.0 / (1.0 - alpha)
                     T_i = T[p] * inv
                     w = alpha * T_i
-                    cg = np.float32(0.0)  # c_i . g, and dL/dc_i += w g (one pass over the channels, no array views)
+                    cg = np.float32(0.0)  # c_i . g, and dL/dc_i += w g (one pass over the channels)
                     w32 = np.float32(w)
                     gl_p = gl[p]
                     for k in range(C):
