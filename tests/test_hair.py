@@ -1,7 +1,8 @@
 """Hair that moves with the head: the shoulder-branch Gaussians that grow from the scalp follow it rigidly.
 
 Independent truths: the synthetic world's hair and torso masks (``synth.hair``) for the split rule,
-a planted collar beside the chin that the rule must leave with the torso, a rigid rotation about the posed neck joint written with scipy's Rotation
+a planted collar beside the chin that the rule must leave with the torso, a planted island beside the
+cheek that it must attach, a rigid rotation about the posed neck joint written with scipy's Rotation
 (p_d = J + R_rel (p_s - J), R_rel = R_root R_neck,d (R_root R_neck,s)^T for a driver that turns the
 neck only), the same rotation applied to the Gaussians' own rotation matrices, scipy's
 quaternion of random rotations, and the torso staying where it was reconstructed.
@@ -161,23 +162,52 @@ def test_the_split_attaches_the_true_hair_and_no_torso(hair_world):
     assert torso_on == 0  # the torso stays
 
 
-def test_a_collar_beside_the_chin_stays_with_the_torso(hair_world):
-    """A suit ring rising beside the chin above the neck joint (planted into the portrait mask): the old rule
-    (above the neck joint and beside the head) attached it; the hair split leaves it, and still takes the hair."""
+def _frame_geometry(hair_world):
+    """Frame 0 of the hair world: its item, head model, plane grid (y, x), neck height, the head's centre / half-width / top."""
     from omg_lite.synth import SynthDataset
 
     head = AvatarModel.untrained("smoke", device="cpu").head_model
     item = SynthDataset(hair_world)[0]
     _, _, plane, o = _split(head, item, item["mask"])
     y, x = plane.points[0, ..., 1], plane.points[0, ..., 0]
-    neck_y = float(o.joints[0, NECK, 1])
     hx = o.vertices[0][~head.regions["neck"], 0]
     centre, half = float(hx.max() + hx.min()) / 2, float(hx.max() - hx.min()) / 2
-    collar = (y > neck_y) & (y < neck_y + 0.02) & ((x - centre).abs() > 0.9 * half) & ((x - centre).abs() < 1.25 * half)
+    return item, head, y, x, float(o.joints[0, NECK, 1]), centre, half, float(o.vertices[0][:, 1].max())
+
+
+def _component_of(M_s, planted):  # -> [h, w] bool: the 8-connected component(s) of M_s that the planted pixels lie in
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(M_s.numpy(), structure=np.ones((3, 3), bool))
+    hit = np.unique(labels[planted.numpy()])
+    return torch.from_numpy(np.isin(labels, hit[hit > 0]))
+
+
+def test_a_collar_beside_the_chin_stays_with_the_torso(hair_world):
+    """A suit collar rising from the torso to beside the chin, above the neck joint (planted into the portrait mask):
+    the old rule (above the neck joint and beside the head) attached it; the split leaves it, and still takes the hair."""
+    item, head, y, x, neck_y, centre, half, _ = _frame_geometry(hair_world)
+    collar = (y < neck_y + 0.02) & ((x - centre).abs() > 0.9 * half) & ((x - centre).abs() < 1.25 * half)  # down to the frame
     collar &= ~item["mask"]  # outside the person, beside the jaw
-    assert collar.sum() > 20 and not (collar & item["hair_mask"]).any()
     on, M_s, _, _ = _split(head, item, item["mask"] | collar)
-    planted = collar & M_s
-    assert planted.sum() > 20
+    planted = collar & M_s & (y > neck_y)  # the collar's part above the neck joint
+    assert planted.sum() > 20 and not (planted & item["hair_mask"]).any()
+    assert (_component_of(M_s, planted) & (y <= neck_y)).any()  # joined to the torso below the neck, as a collar is
     assert not on[planted].any()
     assert on[M_s & item["hair_mask"]].float().mean() > 0.97
+
+
+def test_an_island_beside_the_cheek_moves_with_the_head(hair_world):
+    """Portrait pixels beside the cheek that the head mesh misses (a face wider than the mesh; planted), cut off from
+    the rest of M_s, below the head's mid-height: joined to neither the crown nor the torso, they are the head's."""
+    item, head, y, x, neck_y, centre, half, top_y = _frame_geometry(hair_world)
+    rise = top_y - neck_y
+    island = (y > neck_y + 0.15 * rise) & (y < neck_y + 0.35 * rise) & ((x - centre).abs() > 1.0 * half) & ((x - centre).abs() < 1.2 * half)
+    island &= ~item["mask"]
+    on, M_s, _, _ = _split(head, item, item["mask"] | island)
+    planted = island & M_s
+    assert planted.sum() > 20
+    assert torch.equal(_component_of(M_s, planted), planted)  # an island: touches no hair, no torso
+    assert on[planted].all()
+    assert on[M_s & item["hair_mask"]].float().mean() > 0.97
+    assert not on[M_s & item["torso_mask"]].any()

@@ -37,13 +37,19 @@ The region M_s holds the torso and also what belongs to the head but lies outsid
 mesh (hair, a hat). The torso stays fixed in world space as in the paper; what grows from the
 scalp moves rigidly with the head (``attached``, :func:`head_attached`): the points of M_s
 
-    above the neck joint (y > y_neck), within 1.3 head half-widths of the head's centre
-    (so the tops of raised shoulders stay), and connected, through such points on the grid,
-    to one above the head's mid-height (y > (y_neck + y_top) / 2)
+    above the neck joint (y > y_neck) and within 1.3 head half-widths of the head's centre (so
+    the tops of raised shoulders stay), and either connected, through such points on the grid,
+    to one above the head's mid-height (y > (y_neck + y_top) / 2), or in a component of M_s
+    (8-connected on the grid) that lies wholly above the neck joint
 
 Hair hangs from the crown, so it is connected to M_s above the mid-height; a collar or suit ring
 that rises beside the chin is cut off from it by the face (the head mask) and stays with the
-torso. They move with the neck joint's world transform
+torso, which it joins below the neck. An island of M_s above the neck has no torso to belong
+to: it is the side of a face, a cheek or an ear that the head mesh does not cover (a real face
+is rarely the mesh's width). Left in world space it floated beside the turning head (seen on a
+photo, see the README), so it moves with the head too.
+
+The attached points move with the neck joint's world transform
 T(x) = G_neck x + t (:func:`omg_lite.model.omg.neck_transform`, from the head model's joint transforms):
 
     p_d = T_d(T_s^{-1}(p_s)),    q_d = q(G_neck,d) * conj(q(G_neck,s)) * q_s
@@ -102,11 +108,17 @@ def head_attached(
     y, x = points[..., 1], points[..., 0]
     near = mask & (y > neck_y[:, None, None]) & ((x - centre[:, None, None]).abs() <= HAIR_WIDTH * half[:, None, None])
     seed = near & (y > ((neck_y + top_y) / 2)[:, None, None])
+    grounded = mask & (y <= neck_y[:, None, None])  # M_s at or below the neck joint: where the torso is
     out = torch.zeros_like(near)
+    eight = np.ones((3, 3), bool)
     for b in range(near.shape[0]):
-        labels, _ = ndimage.label(near[b].cpu().numpy(), structure=np.ones((3, 3), bool))
+        near_b = near[b].cpu().numpy()
+        labels, _ = ndimage.label(near_b, structure=eight)
         hit = np.unique(labels[seed[b].cpu().numpy()])
-        out[b] = torch.from_numpy(np.isin(labels, hit[hit > 0])).to(out.device)
+        whole, _ = ndimage.label(mask[b].cpu().numpy(), structure=eight)
+        torso = np.unique(whole[grounded[b].cpu().numpy()])
+        island = (whole > 0) & ~np.isin(whole, torso)  # M_s components wholly above the neck joint
+        out[b] = torch.from_numpy(np.isin(labels, hit[hit > 0]) | (near_b & island)).to(out.device)
     return out
 
 
