@@ -34,6 +34,7 @@ def test_half_resolution_adds_its_inner_correction_upsampled(size):
 def test_candidates_are_what_they_say():
     trained = Refiner(8, 16, 2)
     assert candidate("width8", trained, 8, 2, 0).down[0][0].out_channels == 8
+    assert candidate("half-width8", trained, 8, 2, 0).inner.down[0][0].out_channels == 8
     half = candidate("half", trained, 8, 2, 0)
     assert half.inner is not trained and torch.equal(half.inner.out.weight, trained.out.weight)  # a copy: refits leave the model alone
     F_r = torch.rand(1, 8, 16, 16)

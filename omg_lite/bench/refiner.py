@@ -10,6 +10,7 @@ candidates (none of them is in the model; this bench builds them):
 - ``width12``, ``width8``: fresh UNets of the same depth with 12 / 8 channels at full resolution;
 - ``half``: the trained refiner on F_r averaged over 2x2 pixels, its correction upsampled
   bilinearly, I_r = I_c + up(R(down(F_r)) - down(I_c)) (a quarter of the pixels), refit;
+- ``half-width8``: a fresh 8-channel UNet at half resolution the same way;
 - ``none``: I_r = I_c (the coarse render).
 
 **Time**: each candidate on a feature image of ``--size`` (channels last, as the CPU splatters write
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 
 from omg_lite.bench import Bench
 
-CANDIDATES = ("trained", "trained+refit", "width12", "width8", "half", "none")
+CANDIDATES = ("trained", "trained+refit", "width12", "width8", "half", "half-width8", "none")
 
 
 class HalfResolution(nn.Module):
@@ -74,6 +75,8 @@ def candidate(name: str, trained: nn.Module, channels: int, depth: int, seed: in
         return Refiner(channels, int(name[5:]), depth)
     if name == "half":
         return HalfResolution(copy.deepcopy(trained))
+    if name.startswith("half-width"):
+        return HalfResolution(Refiner(channels, int(name[10:]), depth))
     if name == "none":
         return Coarse()
     raise ValueError(f"bench refiner: unknown candidate {name!r}; choose from {', '.join(CANDIDATES)}")
@@ -139,7 +142,7 @@ class RefinerBench(Bench):
 
     # Run folder or weights file; default data_samples/lite.
     checkpoint: str | None = None
-    # Candidates, from: trained, trained+refit, width12, width8, half, none.
+    # Candidates, from: trained, trained+refit, width12, width8, half, half-width8, none.
     candidates: tuple[str, ...] = CANDIDATES
     # Timed feature images are size x size pixels.
     size: int = 256
