@@ -34,6 +34,8 @@ rows). The float32 refiner takes 40-60 ms at 256x256 on its two threads: convolu
 under the profiler (about 72 GFLOP/s, against 114 GFLOP/s for MKL's sgemm on the same two cores),
 concatenation 9, copies 7, upsampling 2. 12 ms would need 350 GFLOP/s, three times what this CPU's
 best matrix product reaches.
+Cheaper refiners (narrower, half resolution) and their cost in quality on the held-out set:
+``omg-lite bench refiner`` (the README's results; none replaces this one without a decision).
 """
 
 from __future__ import annotations
