@@ -33,6 +33,7 @@ import copy
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -161,6 +162,7 @@ class RefinerBench(Bench):
     name = "refiner"
 
     def run(self) -> list[dict]:
+        from omg_lite.clips import clip_folders
         from omg_lite.evaluate import evaluate
         from omg_lite.network import AvatarModel
         from omg_lite.train.losses import OMGLoss
@@ -170,6 +172,8 @@ class RefinerBench(Bench):
             raise ValueError(f"bench refiner: unknown candidate(s) {bad}; choose from {', '.join(CANDIDATES)}")
         if self.size < 16 or self.repeat < 1 or self.steps < 0 or self.epochs < 1 or self.lr < 0 or self.threads < 0:
             raise ValueError("bench refiner: --size >= 16, --repeat >= 1, --epochs >= 1 and --steps, --lr, --threads >= 0")
+        if self.data:
+            clip_folders(Path(self.data), "training data")  # a missing or empty folder fails before the timing
         if self.threads:
             torch.set_num_threads(self.threads)
         net = AvatarModel.load(self.checkpoint, device="cpu")
