@@ -30,7 +30,6 @@ training: it measures the refiner's share with everything upstream fixed.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,8 @@ from torch import Tensor, nn
 from omg_lite.bench import Bench
 
 CANDIDATES = ("trained", "trained+refit", "width12", "width8", "half", "half-width8", "none")
+FROM_TRAINED = ("trained+refit", "half")  # refit from the checkpoint's weights, at train.lr
+NOT_REFIT = ("trained", "none")
 
 
 class HalfResolution(nn.Module):
@@ -197,12 +198,12 @@ class RefinerBench(Bench):
                 c = row["refiner"]
                 R = built[c]
                 loss = None
-                if c not in ("trained", "none"):
-                    lr = t.lr if c in ("trained+refit", "half") else (self.lr or 10 * t.lr)
+                if c not in NOT_REFIT:
+                    lr = t.lr if c in FROM_TRAINED else (self.lr or 10 * t.lr)
                     loss = refit(R, F, I, criterion, self.steps, lr, self.seed)
                 net.model.refiner = R
                 result = evaluate(net, self.data, split="heldout", cross=False, motion=False, identity=False, progress=False)
-                for r in json.loads(result.to_json())["rows"]:
+                for r in result.rows:
                     if r["method"] == "full":
                         scored.append({**row, "lod": r["lod"], "refit_steps": 0 if loss is None else self.steps,
                                        "refit_loss": None if loss is None else round(loss, 4),
